@@ -1,0 +1,116 @@
+"""Build a tiny, randomly initialised Qwen2-VL checkpoint offline, for smoke tests.
+
+It uses the real ``transformers`` classes (``Qwen2VLForConditionalGeneration``,
+``Qwen2VLProcessor``) and a byte-level BPE tokenizer trained on the spot, so the whole
+``hf`` path (chat template, image packing, batched generation, decoding, LoRA) runs with no
+download. Its answers are random tokens: verdicts come out ``unparsed`` and go to human review,
+which is exactly the behaviour under test.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .._lazy import require
+
+SPECIAL_TOKENS = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
+
+# Qwen-style chat template: a system turn, then user/assistant turns whose content is a list of
+# text and image items; each image becomes <|vision_start|><|image_pad|><|vision_end|>.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for item in message['content'] %}"
+    "{% if item['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+_CORPUS = [
+    "你是短视频平台的内容审核员。请根据平台规则判断视频是否违规。",
+    '```json {"category": "BENIGN", "confidence": 0.9, "evidence": {"frames": [1]}, "summary": "ok"} ```',
+    "正向 违法犯罪 涉政不当言行 辱骂、引战、宣扬仇恨 出售违禁品 历史虚无主义 色情低俗 不实信息",
+    "危害未成年人身心健康 未成年不适当行为 夸大商品功效 引导私下交易 虚假承诺福利 炒作卖货 未添加AI标识 盗用抄袭作品",
+    "Content extraction. Text analysis. Interim check. User feedback analysis. Final summary.",
+    "frame 1 @ 0.00s title ocr asr comments untrusted policy category decision",
+]
+
+
+def build_tiny_qwen2vl(out_dir: str | Path, *, seed: int = 0, vocab_size: int = 1024) -> Path:
+    """Write a tiny Qwen2-VL model + processor to ``out_dir`` and return the directory.
+
+    About 1 MB on disk; loads with ``AutoProcessor`` / ``AutoModelForImageTextToText`` like any
+    real checkpoint.
+    """
+    torch = require("torch", extra="hf", purpose="building the tiny test model")
+    transformers = require("transformers", extra="hf", purpose="building the tiny test model")
+    tokenizers = require("tokenizers", extra="hf", purpose="building the tiny test model")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    bpe = tokenizers.Tokenizer(tokenizers.models.BPE(unk_token=None))
+    bpe.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = tokenizers.decoders.ByteLevel()
+    trainer = tokenizers.trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=list(SPECIAL_TOKENS[1:]),
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+
+    torch.manual_seed(seed)
+    config = transformers.Qwen2VLConfig(
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 32768,
+            "bos_token_id": None,
+            "eos_token_id": ids["<|im_end|>"],
+            "pad_token_id": ids["<|endoftext|>"],
+            # mrope sections must sum to head_dim / 2 = 64 / 4 / 2 = 8
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]},
+        },
+        vision_config={"depth": 2, "embed_dim": 32, "hidden_size": 64, "num_heads": 2, "mlp_ratio": 2},
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
+    model = transformers.Qwen2VLForConditionalGeneration(config).eval()
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    processor = transformers.Qwen2VLProcessor(
+        image_processor=transformers.Qwen2VLImageProcessor(size={"shortest_edge": 56 * 56, "longest_edge": 224 * 224}),
+        video_processor=transformers.Qwen2VLVideoProcessor(),
+        tokenizer=tokenizer,
+        chat_template=CHAT_TEMPLATE,
+    )
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out

@@ -1,0 +1,36 @@
+"""The ``kuaimod`` command line: a thin wrapper over the library, one module per command group."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .. import __version__
+from ..errors import KuaimodError
+from .moderate import moderate_cmd, tiny_model_cmd
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="kuaimod")
+def cli() -> None:
+    """kuaimod_open: short-video content moderation with a VLM as policy."""
+
+
+cli.add_command(moderate_cmd)
+cli.add_command(tiny_model_cmd)
+
+
+def main() -> None:
+    """Entry point: expected errors print one clear line (no traceback) and exit with status 2."""
+    try:
+        cli.main(prog_name="kuaimod", auto_envvar_prefix="KUAIMOD", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KuaimodError as exc:
+        click.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(2)

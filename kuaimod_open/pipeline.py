@@ -1,0 +1,259 @@
+"""Pipeline: samples → frames → prompts → batched generation → verdicts, and resumable batch runs.
+
+``moderate`` is the whole judging loop as a generator; ``run_batch`` wraps it with an append-only
+JSONL output that is flushed per verdict, skips sample ids already written (resume), and writes a
+manifest with counts and timings at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .backends.base import Backend, GenerateConfig, Request
+from .errors import ConfigError, KuaimodError
+from .ingest import DEFAULT_FRAMES, DEFAULT_MAX_SIDE, Sample, SamplingMode, sample_frames
+from .policy import Policy
+from .prompt import PromptLimits, Template, build_messages
+from .verdict import ParseStatus, Provenance, Stage, Verdict, error_verdict, parse_verdict
+
+
+@dataclass(frozen=True)
+class ModerationConfig:
+    """How samples are prepared and judged."""
+
+    frames: int = DEFAULT_FRAMES
+    max_side: int = DEFAULT_MAX_SIDE
+    sampling: SamplingMode = SamplingMode.UNIFORM
+    frames_dir: Path = Path(".kuaimod/frames")
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    limits: PromptLimits = field(default_factory=PromptLimits)
+
+
+PrecedentLookup = Callable[[Sample], str]
+
+
+def prepare(sample: Sample, config: ModerationConfig) -> Sample:
+    """Sample frames for a video-backed Sample that has none yet; other samples pass through."""
+    if sample.frames or sample.video is None:
+        return sample
+    frames = sample_frames(
+        sample.video,
+        config.frames_dir / _safe_name(sample.id),
+        config.frames,
+        max_side=config.max_side,
+        mode=config.sampling,
+    )
+    return sample.model_copy(update={"frames": frames})
+
+
+def provenance_for(
+    sample: Sample, policy: Policy, template: Template, backend: Backend, config: ModerationConfig
+) -> Provenance:
+    """The provenance record of a verdict about ``sample``."""
+    return Provenance(
+        model=backend.model_id,
+        adapter=backend.adapter,
+        policy_version=policy.version,
+        policy_digest=policy.digest,
+        prompt_digest=template.digest,
+        generate_digest=config.generate.digest(),
+        frame_timestamps=sample.timestamps,
+        package_version=__version__,
+    )
+
+
+def moderate(
+    samples: Iterable[Sample],
+    policy: Policy,
+    backend: Backend,
+    template: Template,
+    config: ModerationConfig | None = None,
+    *,
+    precedents: PrecedentLookup | None = None,
+) -> Iterator[Verdict]:
+    """Judge every sample; yields exactly one verdict per sample, in input order.
+
+    A sample whose video cannot be read, or whose generation failed, yields an error verdict
+    (decision = review) and the run goes on.
+    """
+    config = config or ModerationConfig()
+    iterator = iter(samples)
+    while batch := list(islice(iterator, max(1, config.generate.batch_size))):
+        yield from _moderate_batch(batch, policy, backend, template, config, precedents)
+
+
+def _moderate_batch(
+    batch: Sequence[Sample],
+    policy: Policy,
+    backend: Backend,
+    template: Template,
+    config: ModerationConfig,
+    precedents: PrecedentLookup | None,
+) -> list[Verdict]:
+    results: list[Verdict | None] = [None] * len(batch)
+    ready: list[tuple[int, Sample, Provenance, Request]] = []
+    for i, raw in enumerate(batch):
+        try:
+            sample = prepare(raw, config)
+            shown = precedents(sample) if precedents else ""
+            messages = build_messages(sample, policy, template, precedents=shown, limits=config.limits)
+        except KuaimodError as exc:  # expected per-item failures: unreadable video, missing dependency...
+            prov = provenance_for(raw, policy, template, backend, config)
+            results[i] = error_verdict(raw.id, str(exc), prov, stage=Stage.PIPELINE)
+            continue
+        prov = provenance_for(sample, policy, template, backend, config)
+        ready.append((i, sample, prov, Request(sample.id, messages)))
+    if ready:
+        generations = backend.generate([r for *_, r in ready], config.generate)
+        if len(generations) != len(ready):
+            raise KuaimodError(
+                f"backend {backend.model_id} returned {len(generations)} answers for {len(ready)} requests"
+            )
+        for (i, sample, prov, _), gen in zip(ready, generations, strict=True):
+            if gen.error is not None:
+                verdict = error_verdict(sample.id, gen.error, prov)
+            else:
+                verdict = parse_verdict(gen.text, policy, sample, prov)
+            results[i] = verdict.model_copy(
+                update={
+                    "latency_s": gen.latency_s,
+                    "input_tokens": gen.input_tokens,
+                    "output_tokens": gen.output_tokens,
+                }
+            )
+    return [v for v in results if v is not None]
+
+
+def _safe_name(sample_id: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in sample_id)[:120] or "sample"
+
+
+# --------------------------------------------------------------------------- batch runs
+
+
+@dataclass
+class RunSummary:
+    """Counts and timings of one batch run (also written as the run's manifest)."""
+
+    total: int = 0
+    skipped: int = 0
+    written: int = 0
+    decisions: Counter[str] = field(default_factory=Counter)
+    categories: Counter[str] = field(default_factory=Counter)
+    statuses: Counter[str] = field(default_factory=Counter)
+    stages: Counter[str] = field(default_factory=Counter)
+    errors: list[dict[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def add(self, verdict: Verdict) -> None:
+        """Count one written verdict."""
+        self.written += 1
+        self.decisions[str(verdict.decision)] += 1
+        self.categories[verdict.category or "-"] += 1
+        self.statuses[str(verdict.status)] += 1
+        self.stages[str(verdict.stage)] += 1
+        if verdict.status is ParseStatus.ERROR:
+            self.errors.append({"sample_id": verdict.sample_id, "error": verdict.error or ""})
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "total": self.total,
+            "skipped_already_done": self.skipped,
+            "written": self.written,
+            "decisions": dict(self.decisions),
+            "categories": dict(self.categories),
+            "statuses": dict(self.statuses),
+            "stages": dict(self.stages),
+            "errors": self.errors,
+            "seconds": round(self.seconds, 3),
+            "samples_per_second": round(self.written / self.seconds, 3) if self.seconds > 0 else None,
+        }
+
+
+def completed_ids(out: Path) -> set[str]:
+    """Sample ids already in a verdict file. A torn last line (a killed run) is cut off first."""
+    if not out.exists():
+        return set()
+    _drop_torn_tail(out)
+    done: set[str] = set()
+    with out.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                done.add(json.loads(line)["sample_id"])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise ConfigError(f"{out}:{number} is not a verdict line; refusing to append to this file") from None
+    return done
+
+
+def _drop_torn_tail(out: Path) -> None:
+    data = out.read_bytes()
+    if data and not data.endswith(b"\n"):
+        out.write_bytes(data[: data.rfind(b"\n") + 1])
+
+
+def run_batch(
+    samples: Sequence[Sample],
+    policy: Policy,
+    backend: Backend,
+    template: Template,
+    out: str | Path,
+    config: ModerationConfig | None = None,
+    *,
+    precedents: PrecedentLookup | None = None,
+    progress: bool = True,
+    on_verdict: Callable[[Verdict], None] | None = None,
+) -> RunSummary:
+    """Moderate ``samples`` into the JSONL file ``out``, resuming where an earlier run stopped."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done = completed_ids(out)
+    todo = [s for s in samples if s.id not in done]
+    summary = RunSummary(total=len(samples), skipped=len(samples) - len(todo))
+    started = time.perf_counter()
+    bar = _progress(len(todo), progress)
+    with out.open("a", encoding="utf-8") as handle:
+        for verdict in moderate(todo, policy, backend, template, config, precedents=precedents):
+            # One line per verdict, flushed at once: a killed run loses at most the line in flight.
+            handle.write(verdict.model_dump_json() + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+            summary.add(verdict)
+            if on_verdict is not None:
+                on_verdict(verdict)
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    summary.seconds = time.perf_counter() - started
+    manifest = {
+        "summary": summary.as_dict(),
+        "model": backend.model_id,
+        "adapter": backend.adapter,
+        "policy_version": policy.version,
+        "policy_digest": policy.digest,
+        "prompt_digest": template.digest,
+        "package_version": __version__,
+    }
+    manifest_path = out.with_name(out.name + ".manifest.json")
+    manifest_path.write_text(json.dumps(manifest, ensure_ascii=False, indent=2), encoding="utf-8")
+    return summary
+
+
+def _progress(total: int, enabled: bool) -> Any:
+    if not enabled or total == 0:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="video", desc="moderating", dynamic_ncols=True)

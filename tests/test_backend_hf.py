@@ -1,0 +1,94 @@
+"""The real transformers path: tiny random Qwen2-VL, real processor, real video frames."""
+
+from __future__ import annotations
+
+import pytest
+
+from kuaimod_open.backends.base import GenerateConfig, Request
+from kuaimod_open.errors import BackendError
+from kuaimod_open.ingest import Sample
+from kuaimod_open.pipeline import ModerationConfig, moderate
+from kuaimod_open.policy import Decision
+from kuaimod_open.prompt import build_messages
+from kuaimod_open.verdict import ParseStatus
+
+pytestmark = [pytest.mark.hf, pytest.mark.video]
+
+
+def _requests(policy, template, samples):
+    return [Request(s.id, build_messages(s, policy, template)) for s in samples]
+
+
+def test_tiny_model_moderates_a_real_video(policy, template, hf_backend, videos, tmp_path):
+    pytest.importorskip("decord")
+    config = ModerationConfig(frames=4, frames_dir=tmp_path / "frames", generate=GenerateConfig(max_new_tokens=24))
+    (verdict,) = moderate([Sample(id="bikes", video=videos[0], title="骑行日常")], policy, hf_backend, template, config)
+    # random weights: the answer is noise, which must become "unparsed" and go to a human
+    assert verdict.status is ParseStatus.UNPARSED and verdict.decision is Decision.REVIEW
+    assert verdict.raw_output and verdict.output_tokens and 0 < verdict.output_tokens <= 24
+    assert verdict.input_tokens > 100  # the frames were really packed into the prompt
+    assert verdict.provenance.model == hf_backend.model_id
+    assert len(verdict.provenance.frame_timestamps) == 5 and verdict.provenance.frame_timestamps[0] == 0.0
+
+
+def test_batched_generation_matches_one_by_one(policy, template, hf_backend, frame_images):
+    from kuaimod_open.ingest import Frame
+
+    samples = [
+        Sample(id="a", frames=tuple(Frame(path=p) for p in frame_images), title="短标题"),
+        Sample(id="b", frames=(Frame(path=frame_images[0]),), title="一个长得多的标题" * 20, ocr="字幕" * 50),
+    ]
+    config = GenerateConfig(max_new_tokens=12, batch_size=2)
+    batched = hf_backend.generate(_requests(policy, template, samples), config)
+    single = [hf_backend.generate(_requests(policy, template, [s]), config)[0] for s in samples]
+    assert [g.error for g in batched] == [None, None]
+    # left padding + attention mask must make batching invisible to greedy decoding
+    assert [g.text for g in batched] == [g.text for g in single]
+    assert batched[0].input_tokens != batched[1].input_tokens
+
+
+def test_token_logprobs_are_exposed(policy, template, hf_backend):
+    (gen,) = hf_backend.generate(
+        _requests(policy, template, [Sample(id="x", title="t")]), GenerateConfig(max_new_tokens=8, logprobs=True)
+    )
+    assert gen.token_logprobs is not None and len(gen.token_logprobs) == gen.output_tokens
+    assert all(lp <= 0.0 for _, lp in gen.token_logprobs)
+
+
+def test_a_broken_frame_fails_only_its_own_request(policy, template, hf_backend, tmp_path, frame_images):
+    from kuaimod_open.ingest import Frame
+
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not an image")
+    samples = [Sample(id="ok", frames=(Frame(path=frame_images[0]),)), Sample(id="bad", frames=(Frame(path=bad),))]
+    ok, broken = hf_backend.generate(
+        _requests(policy, template, samples), GenerateConfig(max_new_tokens=4, batch_size=2)
+    )
+    assert ok.error is None and ok.text
+    assert broken.error
+
+
+def test_lora_adapter_loads_and_is_recorded(tiny_model, tmp_path, policy, template):
+    peft = pytest.importorskip("peft")
+    import transformers
+
+    from kuaimod_open.backends.hf import HFBackend
+
+    base = transformers.AutoModelForImageTextToText.from_pretrained(tiny_model)
+    lora = peft.get_peft_model(base, peft.LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    lora.save_pretrained(tmp_path / "adapter")
+    backend = HFBackend(str(tiny_model), adapter=str(tmp_path / "adapter"), device="cpu")
+    assert backend.adapter == str(tmp_path / "adapter")
+    (gen,) = backend.generate(
+        _requests(policy, template, [Sample(id="x", title="t")]), GenerateConfig(max_new_tokens=4)
+    )
+    assert gen.error is None and gen.output_tokens
+
+
+def test_bad_model_and_adapter_paths_are_clear_errors(tiny_model, tmp_path):
+    from kuaimod_open.backends.hf import HFBackend
+
+    with pytest.raises(BackendError, match="Cannot load model"):
+        HFBackend(str(tmp_path / "no-such-model"), device="cpu")
+    with pytest.raises(BackendError, match="adapter directory not found"):
+        HFBackend(str(tiny_model), adapter=str(tmp_path / "nope"), device="cpu")
