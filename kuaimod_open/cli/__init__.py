@@ -8,6 +8,7 @@ import click
 
 from .. import __version__
 from ..errors import KuaimodError
+from .evaluate import eval_cmd, policy_group
 from .moderate import moderate_cmd, tiny_model_cmd
 
 
@@ -19,6 +20,8 @@ def cli() -> None:
 
 cli.add_command(moderate_cmd)
 cli.add_command(tiny_model_cmd)
+cli.add_command(eval_cmd)
+cli.add_command(policy_group)
 
 
 def main() -> None:

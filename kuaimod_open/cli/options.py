@@ -71,7 +71,7 @@ def backend_options(func: F) -> F:
             show_default=True,
             help="Samples per generate call (hf) or concurrent requests (openai).",
         ),
-        click.option("--max-new-tokens", type=click.IntRange(16, 32768), default=1024, show_default=True),
+        click.option("--max-new-tokens", type=click.IntRange(1, 32768), default=1024, show_default=True),
     ]
     for option in reversed(options):
         func = option(func)

@@ -1,0 +1,304 @@
+"""``kuaimod eval`` and ``kuaimod policy diff``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..backends.base import GenerateConfig
+from ..errors import ConfigError
+from ..evaluate import evaluate
+from ..hub import load_eval_data
+from ..ingest import Sample
+from ..official import official_binary, official_multi, read_predictions
+from ..pipeline import ModerationConfig, completed_ids, moderate, run_batch
+from ..policy import Policy, load_policy
+from ..policy_diff import Predictor, diff_policies, render_diff
+from ..prompt import Template
+from ..report import write_predictions, write_report
+from ..verdict import Verdict
+from .options import backend_options, build_backend, frame_options, load_policy_and_template, policy_options
+
+TEXT_ONLY_NOTE = (
+    "text-only mode: no frame images were found for any sample, so the judge sees title, OCR and ASR only "
+    "(pass --frames-root with the benchmark's images to include frames)"
+)
+
+
+def data_options(func: Any) -> Any:
+    """--data, --frames-root, --limit."""
+    func = click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first N rows.")(func)
+    func = click.option(
+        "--frames-root",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Folder with the frame images named in each row [default: images/ next to the data].",
+    )(func)
+    func = click.option(
+        "--data", default=None, help="Benchmark JSONL (pid, tag, title, OCR, ASR, images) or hf://KuaiMod/KuaiMod."
+    )(func)
+    return func
+
+
+def router_option(func: Any) -> Any:
+    """--router."""
+    return click.option(
+        "--router",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Use a trained first-stage router (kuaimod train-router) instead of the VLM.",
+    )(func)
+
+
+@click.command("eval")
+@click.option(
+    "--predictions",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Score an official-format file ({'tag', 'judgement'} per line) exactly like the official scripts.",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["binary", "multi", "both"]),
+    default="both",
+    show_default=True,
+    help="With --predictions: which official script to reproduce.",
+)
+@data_options
+@click.option(
+    "--verdicts",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Score an existing verdict file (from kuaimod moderate) against --data instead of running a model.",
+)
+@router_option
+@policy_options
+@backend_options
+@frame_options
+@click.option(
+    "--report",
+    "report_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Report folder: report.json, report.md, plots, verdicts and official prediction files "
+    "[default: eval_report/; with --predictions: print only unless given].",
+)
+@click.option("--resume", is_flag=True, help="Continue a run whose verdicts.jsonl is already in the report folder.")
+@click.option("--plots/--no-plots", default=True, show_default=True)
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def eval_cmd(
+    predictions: Path | None,
+    mode: str,
+    data: str | None,
+    frames_root: Path | None,
+    limit: int | None,
+    verdicts: Path | None,
+    router: Path | None,
+    policy: Path | None,
+    template: Path | None,
+    backend: str,
+    model: str | None,
+    adapter: Path | None,
+    device: str,
+    dtype: str,
+    base_url: str | None,
+    api_key: str | None,
+    batch_size: int,
+    max_new_tokens: int,
+    frames_k: int,
+    sampling: str,
+    max_side: int,
+    report_dir: Path | None,
+    resume: bool,
+    plots: bool,
+    progress: bool,
+) -> None:
+    r"""Evaluate on the KuaiMod benchmark with the official metrics plus per-category reports.
+
+    \b
+    Examples:
+      kuaimod eval --predictions preds.jsonl                      # official scripts' numbers
+      kuaimod eval --data bench.jsonl --model Qwen/Qwen2.5-VL-7B-Instruct --report runs/qwen7b
+      kuaimod eval --data bench.jsonl --router routers/v1 --report runs/router
+      kuaimod eval --data bench.jsonl --verdicts verdicts.jsonl --report runs/existing
+    """
+    if predictions is not None:
+        _score_predictions(predictions, mode, report_dir)
+        return
+    report_dir = report_dir or Path("eval_report")
+    if data is None:
+        raise click.UsageError("pass --data (a benchmark to run on) or --predictions (a file to score)")
+    pol, tmpl = load_policy_and_template(policy, template)
+    samples, _ = load_eval_data(data, frames_root)
+    samples = samples[:limit] if limit else samples
+    for sample in samples:  # unknown gold tags fail before any model is loaded
+        if sample.label is not None:
+            pol.by_tag(sample.label)
+    text_only = all(not s.frames for s in samples)
+    if text_only:
+        click.secho(TEXT_ONLY_NOTE, fg="yellow", err=True)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    out = report_dir / "verdicts.jsonl"
+    run_config: dict[str, Any] = {
+        "data": data,
+        "limit": limit,
+        "n": len(samples),
+        "policy": str(policy or "default"),
+        "template": str(template or "default"),
+        "text_only": text_only,
+    }
+    if verdicts is not None:
+        results = _read_verdicts(verdicts)
+        run_config["verdicts"] = str(verdicts)
+    elif router is not None:
+        results = _router_predictor(router)(samples, pol)
+        out.write_text("".join(v.model_dump_json() + "\n" for v in results), encoding="utf-8")
+        run_config["router"] = str(router)
+    else:
+        if out.exists() and completed_ids(out) and not resume:
+            raise ConfigError(f"{out} already holds verdicts: pass --resume to continue that run, or another --report")
+        config = ModerationConfig(
+            frames=frames_k,
+            max_side=max_side,
+            frames_dir=report_dir / "frames",
+            generate=GenerateConfig(max_new_tokens=max_new_tokens, batch_size=batch_size),
+        )
+        model_backend = build_backend(backend, model, adapter, device, dtype, base_url, api_key, batch_size)
+        run_batch(samples, pol, model_backend, tmpl, out, config, progress=progress)
+        results = _read_verdicts(out)
+        run_config.update(
+            {
+                "backend": backend,
+                "model": model_backend.model_id,
+                "adapter": model_backend.adapter,
+                "frames": frames_k,
+                "max_new_tokens": max_new_tokens,
+                "batch_size": batch_size,
+            }
+        )
+    report = evaluate(samples, results, pol, config=run_config)
+    write_predictions(report_dir, samples, results, pol)
+    paths = write_report(report, report_dir, plots=plots)
+    click.echo(report.official_binary.text())
+    click.echo(f"\nmulti-class (official, coverage {report.official_multi.coverage:.1%}):")
+    click.echo(report.official_multi.text())
+    sb = report.strict_binary
+    click.echo(
+        f"\nstrict binary (no answer = wrong): accuracy {sb.accuracy:.4f}, violative recall "
+        f"{sb.violative_recall:.4f}, answered {sb.answered}/{sb.n}"
+    )
+    click.echo(
+        f"category accuracy {report.category_accuracy:.4f}, macro-F1 {report.macro_f1:.4f}, "
+        f"review share {report.review_share:.1%}"
+    )
+    if text_only:
+        click.echo(TEXT_ONLY_NOTE)
+    click.echo("report: " + ", ".join(str(p) for p in paths))
+
+
+def _score_predictions(path: Path, mode: str, report_dir: Path | None) -> None:
+    rows = read_predictions(path)
+    result: dict[str, Any] = {}
+    if mode in ("binary", "both"):
+        binary = official_binary(rows)
+        click.echo(binary.text())
+        result["binary"] = binary.model_dump()
+    if mode in ("multi", "both"):
+        multi = official_multi(rows)
+        if mode == "both":
+            click.echo("")
+        click.echo(multi.text())
+        click.echo(
+            f"(multi-class coverage: {multi.n_matched}/{multi.n_total} rows contained a known tag; "
+            "the official script skips the rest)"
+        )
+        result["multi"] = multi.model_dump() | {"coverage": multi.coverage}
+    if report_dir is not None:
+        report_dir.mkdir(parents=True, exist_ok=True)
+        (report_dir / "official.json").write_text(json.dumps(result, ensure_ascii=False, indent=2), encoding="utf-8")
+
+
+def _read_verdicts(path: Path) -> list[Verdict]:
+    from ..ingest import read_jsonl
+
+    return [Verdict.model_validate(obj) for _, obj in read_jsonl(path)]
+
+
+def _router_predictor(path: Path) -> Predictor:
+    from ..router import load_router  # the cheap first stage (kuaimod train-router)
+
+    router = load_router(path)
+    return lambda samples, policy: router.verdicts(samples, policy)
+
+
+def _vlm_predictor(backend: Any, template: Template, config: ModerationConfig) -> Predictor:
+    def predict(samples: Sequence[Sample], policy: Policy) -> list[Verdict]:
+        return list(moderate(samples, policy, backend, template, config))
+
+    return predict
+
+
+@click.group("policy")
+def policy_group() -> None:
+    """Policy-file tools."""
+
+
+@policy_group.command("diff")
+@click.argument("old", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("new", type=click.Path(dir_okay=False, path_type=Path))
+@data_options
+@router_option
+@click.option("--template", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@backend_options
+@frame_options
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write the diff as JSON."
+)
+def diff_cmd(
+    old: Path,
+    new: Path,
+    data: str | None,
+    frames_root: Path | None,
+    limit: int | None,
+    router: Path | None,
+    template: Path | None,
+    backend: str,
+    model: str | None,
+    adapter: Path | None,
+    device: str,
+    dtype: str,
+    base_url: str | None,
+    api_key: str | None,
+    batch_size: int,
+    max_new_tokens: int,
+    frames_k: int,
+    sampling: str,
+    max_side: int,
+    out: Path | None,
+) -> None:
+    """Replay OLD and NEW policies on the same samples; list flipped samples and metric deltas."""
+    old_policy, new_policy = load_policy(old), load_policy(new)
+    if data is None:
+        raise click.UsageError("pass --data with the samples to replay")
+    samples, _ = load_eval_data(data, frames_root)
+    samples = samples[:limit] if limit else samples
+    if router is not None:
+        predict = _router_predictor(router)
+    else:
+        _, tmpl = load_policy_and_template(old, template)
+        config = ModerationConfig(
+            frames=frames_k,
+            max_side=max_side,
+            frames_dir=Path(".kuaimod/frames"),
+            generate=GenerateConfig(max_new_tokens=max_new_tokens, batch_size=batch_size),
+        )
+        model_backend = build_backend(backend, model, adapter, device, dtype, base_url, api_key, batch_size)
+        predict = _vlm_predictor(model_backend, tmpl, config)
+    diff = diff_policies(samples, old_policy, new_policy, predict)
+    click.echo(render_diff(diff))
+    if out is not None:
+        out.write_text(diff.model_dump_json(indent=2), encoding="utf-8")
