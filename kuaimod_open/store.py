@@ -1,4 +1,4 @@
-"""The feedback store: samples, verdicts, feedback events, policy versions, precedents, models, gates.
+"""The feedback store: samples, verdicts, feedback events, precedents, versioned artefacts, gate decisions.
 
 SQLAlchemy Core over an embedded SQLite file by default (``sqlite:///kuaimod.db``); a team points
 ``--db`` at PostgreSQL (``postgresql+psycopg://user@host/db``) and gets the same schema. History is
@@ -86,16 +86,6 @@ def _m001(sa: Any, conn: Any) -> None:
         sa.Column("created_at", ts, nullable=False),
     )  # fmt: skip
     sa.Table(
-        "policy_versions", md,
-        sa.Column("id", integer, primary_key=True, autoincrement=True),
-        sa.Column("version", sa.String(64), nullable=False),
-        sa.Column("digest", sa.String(32), nullable=False, unique=True),
-        sa.Column("path", text, nullable=False),
-        sa.Column("status", sa.String(16), nullable=False),
-        sa.Column("note", text, nullable=False, default=""),
-        sa.Column("created_at", ts, nullable=False),
-    )  # fmt: skip
-    sa.Table(
         "precedents", md,
         sa.Column("id", integer, primary_key=True, autoincrement=True),
         sa.Column("sample_id", sa.String(200), nullable=False, index=True),
@@ -109,6 +99,7 @@ def _m001(sa: Any, conn: Any) -> None:
         sa.Column("retired_at", ts),
         sa.Column("created_at", ts, nullable=False),
     )  # fmt: skip
+    # Versioned artefacts: policy files, routers, LoRA adapters (kuaimod_open.registry).
     sa.Table(
         "models", md,
         sa.Column("id", integer, primary_key=True, autoincrement=True),
