@@ -10,6 +10,7 @@ from .. import __version__
 from ..errors import KuaimodError
 from .evaluate import eval_cmd, policy_group
 from .moderate import moderate_cmd, tiny_model_cmd
+from .update import update_group
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -22,6 +23,7 @@ cli.add_command(moderate_cmd)
 cli.add_command(tiny_model_cmd)
 cli.add_command(eval_cmd)
 cli.add_command(policy_group)
+cli.add_command(update_group)
 
 
 def main() -> None:
