@@ -20,6 +20,7 @@ from typing import Any
 from . import __version__
 from .backends.base import Backend, GenerateConfig, Request
 from .errors import ConfigError, KuaimodError
+from .extract import ExtractConfig
 from .ingest import DEFAULT_FRAMES, DEFAULT_MAX_SIDE, Sample, SamplingMode, sample_frames
 from .policy import Policy
 from .prompt import PromptLimits, Template, build_messages
@@ -36,23 +37,31 @@ class ModerationConfig:
     frames_dir: Path = Path(".kuaimod/frames")
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     limits: PromptLimits = field(default_factory=PromptLimits)
+    # OCR/ASR for raw videos whose text fields are empty (kuaimod_open.extract); None: off.
+    extract: ExtractConfig | None = None
 
 
 PrecedentLookup = Callable[[Sample], str]
 
 
 def prepare(sample: Sample, config: ModerationConfig) -> Sample:
-    """Sample frames for a video-backed Sample that has none yet; other samples pass through."""
-    if sample.frames or sample.video is None:
+    """Sample frames (and, when configured, OCR/ASR text) for a video-backed Sample; others pass through."""
+    if sample.video is None:
         return sample
-    frames = sample_frames(
-        sample.video,
-        config.frames_dir / _safe_name(sample.id),
-        config.frames,
-        max_side=config.max_side,
-        mode=config.sampling,
-    )
-    return sample.model_copy(update={"frames": frames})
+    if not sample.frames:
+        frames = sample_frames(
+            sample.video,
+            config.frames_dir / _safe_name(sample.id),
+            config.frames,
+            max_side=config.max_side,
+            mode=config.sampling,
+        )
+        sample = sample.model_copy(update={"frames": frames})
+    if config.extract is not None:
+        from .extract import fill_text
+
+        sample = fill_text(sample, config.extract)
+    return sample
 
 
 def provenance_for(
@@ -200,7 +209,8 @@ def completed_ids(out: Path) -> set[str]:
 def _drop_torn_tail(out: Path) -> None:
     data = out.read_bytes()
     if data and not data.endswith(b"\n"):
-        out.write_bytes(data[: data.rfind(b"\n") + 1])
+        # Truncate in place: rewriting the file would lose every verdict if killed mid-write.
+        os.truncate(out, data.rfind(b"\n") + 1)
 
 
 def run_batch(

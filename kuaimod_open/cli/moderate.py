@@ -2,26 +2,77 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
 from ..backends.base import GenerateConfig
-from ..ingest import Sample, SamplingMode, discover_inputs, load_benchmark, video_sample_ids
-from ..pipeline import ModerationConfig, RunSummary, run_batch
+from ..errors import ConfigError
+from ..extract import OFFLINE_WHISPER, ExtractConfig, check_available
+from ..ingest import SamplingMode
+from ..manifest import collect_items
+from ..pipeline import ModerationConfig, RunSummary
+from ..runner import JobSummary, RunnerConfig, run_job
 from .options import backend_options, build_backend, frame_options, load_policy_and_template, policy_options
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def extract_options(func: F) -> F:
+    """--ocr/--no-ocr, --asr/--no-asr, --asr-language, --asr-model."""
+    options = [
+        click.option(
+            "--ocr/--no-ocr", default=True, show_default=True, help="OCR the sampled frames of videos without OCR text."
+        ),
+        click.option("--asr/--no-asr", default=True, show_default=True, help="Transcribe videos without ASR text."),
+        click.option(
+            "--asr-language",
+            default="zh",
+            show_default=True,
+            help="Whisper language code (zh, en, ...) or 'auto' to detect (unreliable on short clips).",
+        ),
+        click.option(
+            "--asr-model",
+            default=OFFLINE_WHISPER,
+            show_default=True,
+            help="faster-whisper model name or directory; 'whisper-base' is the offline model from PyPI.",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def extract_config(ocr: bool, asr: bool, asr_language: str, asr_model: str) -> ExtractConfig | None:
+    """The ExtractConfig for the flags (None when both are off), its packages checked up front."""
+    if not (ocr or asr):
+        return None
+    language = None if asr_language.lower() in ("auto", "") else asr_language
+    config = ExtractConfig(ocr=ocr, asr=asr, asr_language=language, asr_model=asr_model)
+    check_available(config)
+    return config
 
 
 @click.command("moderate")
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))
 @policy_options
 @backend_options
 @frame_options
+@extract_options
+@click.option(
+    "--manifest",
+    "manifests",
+    multiple=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="CSV / JSONL / Parquet with id, path or url, title, ocr, asr, comments, label (repeatable).",
+)
 @click.option(
     "--frames-root",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="For .jsonl inputs: folder holding the frame images named in each row's 'images'.",
+    help="For benchmark rows: folder holding the frame images named in each row's 'images'.",
 )
 @click.option(
     "--out",
@@ -29,6 +80,19 @@ from .options import backend_options, build_backend, frame_options, load_policy_
     default=Path("verdicts.jsonl"),
     show_default=True,
     help="Append-only JSONL of verdicts; re-running skips ids already in it.",
+)
+@click.option(
+    "--parquet",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write all verdicts of --out as Parquet here when the job ends.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(0, 256),
+    default=1,
+    show_default=True,
+    help="Processes that decode and extract while the model runs; 0: all in this process.",
 )
 @click.option(
     "--work-dir",
@@ -53,59 +117,65 @@ def moderate_cmd(
     frames_k: int,
     sampling: str,
     max_side: int,
+    ocr: bool,
+    asr: bool,
+    asr_language: str,
+    asr_model: str,
+    manifests: tuple[Path, ...],
     frames_root: Path | None,
     out: Path,
+    parquet: Path | None,
+    workers: int,
     work_dir: Path | None,
     progress: bool,
 ) -> None:
-    r"""Moderate videos (files or folders) or KuaiMod-format .jsonl rows; one verdict JSON line each.
+    r"""Moderate videos (files, folders, manifests) or KuaiMod-format .jsonl rows; one verdict JSON line each.
 
     \b
     Examples:
       kuaimod moderate clips/ --out verdicts.jsonl
+      kuaimod moderate --manifest nightly.parquet --workers 4 --out runs/nightly.jsonl --parquet runs/nightly.parquet
       kuaimod moderate a.mp4 --backend openai --model Qwen/Qwen2.5-VL-7B-Instruct --base-url http://localhost:8000/v1
       kuaimod tiny-model /tmp/tiny && kuaimod moderate a.mp4 --model /tmp/tiny
     """
+    if not inputs and not manifests:
+        raise ConfigError("Nothing to moderate: give video files, folders or manifests (--manifest FILE)")
     pol, tmpl = load_policy_and_template(policy, template)
-    samples = collect_samples(inputs, frames_root)
+    items = collect_items(inputs, manifests, frames_root)
     config = ModerationConfig(
         frames=frames_k,
         max_side=max_side,
         sampling=SamplingMode(sampling),
         frames_dir=work_dir or out.with_name(out.name + ".frames"),
         generate=GenerateConfig(max_new_tokens=max_new_tokens, batch_size=batch_size),
+        extract=extract_config(ocr, asr, asr_language, asr_model),
     )
     model_backend = build_backend(backend, model, adapter, device, dtype, base_url, api_key, batch_size)
-    summary = run_batch(samples, pol, model_backend, tmpl, out, config, progress=progress)
+    runner = RunnerConfig(workers=workers, parquet=parquet, progress=progress)
+    summary = run_job(items, pol, model_backend, tmpl, out, config, runner)
     print_summary(summary, out)
-
-
-def collect_samples(inputs: tuple[Path, ...], frames_root: Path | None) -> list[Sample]:
-    """Videos (files, folders) become video Samples; .jsonl files are read as benchmark rows."""
-    samples: list[Sample] = []
-    rows = [p for p in inputs if p.suffix.lower() == ".jsonl"]
-    for path in rows:
-        samples.extend(load_benchmark(path, frames_root))
-    others = [p for p in inputs if p.suffix.lower() != ".jsonl"]
-    if others:
-        videos = discover_inputs(others)
-        samples.extend(Sample(id=sid, video=p) for sid, p in zip(video_sample_ids(videos), videos, strict=True))
-    return samples
 
 
 def print_summary(summary: RunSummary, out: Path) -> None:
     """A short table of what the run did."""
+    rate = f", {summary.written / summary.seconds:.2f} videos/s" if summary.seconds > 0 and summary.written else ""
     click.echo(
         f"\n{summary.written} verdicts written to {out} "
-        f"({summary.skipped} already done, {summary.total} inputs, {summary.seconds:.1f}s)"
+        f"({summary.skipped} already done, {summary.total} inputs, {summary.seconds:.1f}s{rate})"
     )
+    if isinstance(summary, JobSummary) and summary.written:
+        click.echo(
+            f"  time          preparation {summary.prepare_seconds:.1f}s over {max(summary.workers, 1)} process(es), "
+            f"inference {summary.inference_seconds:.1f}s"
+        )
     for title, counts in (
         ("decision", summary.decisions),
         ("category", summary.categories),
+        ("stage", summary.stages),
         ("parse status", summary.statuses),
     ):
         if counts:
-            click.echo(f"  {title:<13}" + "  ".join(f"{k}={v}" for k, v in counts.most_common()))
+            click.echo(f"  {title:<13} " + "  ".join(f"{k}={v}" for k, v in counts.most_common()))
     for err in summary.errors[:10]:
         click.echo(f"  error  {err['sample_id']}: {err['error'][:160]}")
     if len(summary.errors) > 10:
