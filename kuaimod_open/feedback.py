@@ -193,8 +193,14 @@ def read_feedback_file(path: str | Path) -> list[FeedbackEvent]:
         raise ConfigError(f"{path}: feedback files must be .csv or .jsonl")
     events, problems = [], []
     for line, row in rows:
+        fields = {k: v for k, v in row.items() if v is not None and v != ""}
+        if "event_id" not in fields:
+            # Identical rows get identical ids, so re-importing a file (even one without timestamps,
+            # which default to the import time) inserts nothing twice.
+            canonical = json.dumps(fields, ensure_ascii=False, sort_keys=True, default=str)
+            fields["event_id"] = "row-" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:28]
         try:
-            events.append(FeedbackEvent.model_validate({k: v for k, v in row.items() if v is not None}))
+            events.append(FeedbackEvent.model_validate(fields))
         except ValidationError as exc:
             detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             problems.append(f"{path}:{line}: {detail}")

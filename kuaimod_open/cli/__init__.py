@@ -9,6 +9,7 @@ import click
 from .. import __version__
 from ..errors import KuaimodError
 from .evaluate import eval_cmd, policy_group
+from .feedback import feedback_group, history_cmd, precedents_group, rollback_cmd
 from .moderate import moderate_cmd, tiny_model_cmd
 from .update import update_group
 
@@ -24,6 +25,10 @@ cli.add_command(tiny_model_cmd)
 cli.add_command(eval_cmd)
 cli.add_command(policy_group)
 cli.add_command(update_group)
+cli.add_command(feedback_group)
+cli.add_command(precedents_group)
+cli.add_command(rollback_cmd)
+cli.add_command(history_cmd)
 
 
 def main() -> None:

@@ -2,9 +2,134 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
+
+from ..backends.base import GenerateConfig
+from ..gate import TARGETS
+from ..policy import default_policy_path, load_policy
+from ..store import Store
+from .feedback import db_option
+from .options import F, backend_options
 
 
 @click.group("update")
 def update_group() -> None:
     """Turn stored feedback into new policy versions, routers or LoRA adapters, behind an evaluation gate."""
+
+
+def gate_options(func: F) -> F:
+    """--target, --min-improvement, --tolerance, --max-review-increase."""
+    options = [
+        click.option(
+            "--target",
+            type=click.Choice(list(TARGETS)),
+            default="strict_accuracy",
+            show_default=True,
+            help="Metric the candidate must improve on the golden set.",
+        ),
+        click.option("--min-improvement", type=float, default=0.0, show_default=True),
+        click.option(
+            "--tolerance",
+            type=float,
+            default=0.02,
+            show_default=True,
+            help="Largest allowed recall drop of any category (with >= 3 golden samples).",
+        ),
+        click.option("--max-review-increase", type=float, default=0.05, show_default=True),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@update_group.command("policy")
+@db_option
+@click.option(
+    "--policy",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Base policy [default: the active policy in the store, else prompts/policy.yaml].",
+)
+@click.option(
+    "--versions-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("prompts/versions"),
+    show_default=True,
+    help="Where new policy versions, diffs and the CHANGELOG are written.",
+)
+@click.option("--data", default=None, help="Labelled benchmark rows added to the golden set (JSONL).")
+@click.option(
+    "--router",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Gate with this first-stage router as the predictor (fast, CPU).",
+)
+@backend_options
+@gate_options
+@click.option("--vlm-gate", is_flag=True, help="Gate with the VLM backend (--backend/--model) instead of a router.")
+def update_policy_cmd(
+    db: str,
+    policy: Path | None,
+    versions_dir: Path,
+    data: str | None,
+    router: Path | None,
+    backend: str,
+    model: str | None,
+    adapter: Path | None,
+    device: str,
+    dtype: str,
+    base_url: str | None,
+    api_key: str | None,
+    batch_size: int,
+    max_new_tokens: int,
+    target: str,
+    min_improvement: float,
+    tolerance: float,
+    max_review_increase: float,
+    vlm_gate: bool,
+) -> None:
+    """Propose a new policy version from disagreements between verdicts and later human decisions.
+
+    The new version is a new file with a diff and a CHANGELOG entry; with a predictor (--router or
+    --vlm-gate) it is evaluated against the current policy on the golden set and promoted only if
+    it passes the gate.
+    """
+    from ..gate import GateConfig, golden_set
+    from ..hub import load_eval_data
+    from ..registry import active_policy
+    from ..updaters.policy import update_policy
+
+    store = Store(db)
+    base_path = policy or active_policy(store, default=default_policy_path())[1]
+    base = load_policy(base_path)
+    predictor = None
+    if router is not None:
+        from ..router import load_router
+
+        loaded = load_router(router)
+        predictor = loaded.verdicts
+    elif vlm_gate:
+        from ..pipeline import ModerationConfig, moderate
+        from ..prompt import load_template
+        from .options import build_backend
+
+        vlm = build_backend(backend, model, adapter, device, dtype, base_url, api_key, batch_size)
+        template = load_template()
+        run_config = ModerationConfig(generate=GenerateConfig(max_new_tokens=max_new_tokens, batch_size=batch_size))
+        predictor = lambda samples, pol: list(moderate(samples, pol, vlm, template, run_config))  # noqa: E731
+    benchmark = load_eval_data(data)[0] if data else []
+    golden = golden_set(store, base, benchmark)
+    config = GateConfig(
+        target=target,
+        min_improvement=min_improvement,
+        category_tolerance=tolerance,
+        max_review_increase=max_review_increase,
+    )
+    result = update_policy(store, base_path, versions_dir, predictor=predictor, golden=golden, gate_config=config)
+    for change in result.changes[:30]:
+        click.echo(f"  {change}")
+    if result.diff_path is not None:
+        click.echo(f"diff: {result.diff_path}")
+    click.echo(result.message)
