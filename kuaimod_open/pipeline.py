@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from . import __version__
 from .backends.base import Backend, GenerateConfig, Request
@@ -41,7 +41,19 @@ class ModerationConfig:
     extract: ExtractConfig | None = None
 
 
-PrecedentLookup = Callable[[Sample], str]
+class ShownPrecedents(Protocol):
+    """Precedents rendered for one prompt and their ids (e.g. :class:`kuaimod_open.precedents.Shown`)."""
+
+    @property
+    def text(self) -> str: ...  # noqa: D102
+
+    @property
+    def ids(self) -> Sequence[str]: ...  # noqa: D102
+
+
+# Returns the "similar decided cases" block for a sample: plain text, or text plus the ids of the
+# precedents shown (recorded in the verdict so every decision says which case law it saw).
+PrecedentLookup = Callable[[Sample], "str | ShownPrecedents"]
 
 
 def prepare(sample: Sample, config: ModerationConfig) -> Sample:
@@ -110,10 +122,14 @@ def _moderate_batch(
 ) -> list[Verdict]:
     results: list[Verdict | None] = [None] * len(batch)
     ready: list[tuple[int, Sample, Provenance, Request]] = []
+    shown_ids: dict[int, list[str]] = {}
     for i, raw in enumerate(batch):
         try:
             sample = prepare(raw, config)
             shown = precedents(sample) if precedents else ""
+            if not isinstance(shown, str):
+                shown_ids[i] = list(shown.ids)
+                shown = shown.text
             messages = build_messages(sample, policy, template, precedents=shown, limits=config.limits)
         except KuaimodError as exc:  # expected per-item failures: unreadable video, missing dependency...
             prov = provenance_for(raw, policy, template, backend, config)
@@ -137,6 +153,7 @@ def _moderate_batch(
                     "latency_s": gen.latency_s,
                     "input_tokens": gen.input_tokens,
                     "output_tokens": gen.output_tokens,
+                    "precedents": shown_ids.get(i, []),
                 }
             )
     return [v for v in results if v is not None]

@@ -105,6 +105,7 @@ class Verdict(BaseModel):
     status: ParseStatus
     stage: Stage = Stage.VLM
     flags: list[str] = Field(default_factory=list)
+    precedents: list[str] = Field(default_factory=list, description="Ids of the precedents shown in the prompt")
     error: str | None = None
     latency_s: float | None = None
     input_tokens: int | None = None

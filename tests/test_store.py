@@ -234,3 +234,37 @@ def test_real_multilingual_embeddings_find_the_chinese_case(db, policy):
         Sample(id="q", title="网络博彩 扫码进群 稳赚不赔"), k=2
     )
     assert best.sample_id == "g"
+
+
+def test_verdicts_record_the_precedents_they_were_shown(db, policy, template, tmp_path):
+    from kuaimod_open.backends.base import GenerateConfig
+    from kuaimod_open.backends.scripted import ScriptedBackend
+    from kuaimod_open.pipeline import ModerationConfig, moderate
+
+    store = Store(db)
+    embedder = FakeEmbedder()
+    pid = add_precedent(
+        store,
+        Sample(id="old", title="扫码加微信领红包"),
+        "PRIVATE_DEAL",
+        "block",
+        reason="站外引流",
+        author="rev",
+        embedder=embedder,
+    )
+    index = PrecedentIndex(store, embedder, policy)
+    backend = ScriptedBackend(default=verdict_json("PRIVATE_DEAL"))
+    config = ModerationConfig(frames_dir=tmp_path, generate=GenerateConfig(batch_size=2))
+    verdicts = list(
+        moderate(
+            [Sample(id="new", title="加微信领红包")],
+            policy,
+            backend,
+            template,
+            config,
+            precedents=lambda s: index.lookup(s, k=2),
+        )
+    )
+    assert verdicts[0].precedents == [str(pid)]
+    prompt = backend.history[0].messages[1].text
+    assert f"[precedent #{pid}]" in prompt and "站外引流" in prompt
