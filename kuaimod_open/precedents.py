@@ -23,6 +23,7 @@ from .feedback import LABEL_KINDS, feedback_rows, stored_samples
 from .ingest import Sample
 from .policy import Policy
 from .store import Store
+from .verdict import Verdict
 
 CASE_TEXT_CHARS = 600  # e5-small windows at 512 tokens; the head of a case carries its gist
 
@@ -212,3 +213,82 @@ class PrecedentIndex:
             reason = f"; reviewer's reason: {p.reason}" if p.reason else ""
             lines.append(f"Case {i} [precedent #{p.id}]: {p.text}\n  -> decided: {label}, {p.decision}{reason}")
         return Shown("\n".join(lines), tuple(str(p.id) for p, _ in hits))
+
+
+class CaseLawPredictor:
+    """Decide by precedent alone: a similarity-weighted vote of the ``k`` nearest decided cases.
+
+    The cheapest possible "common law" judge: no model training, it improves with every decided
+    case, and its verdicts cite the precedents they rest on. Its confidence is the winning share of
+    the vote, so thin or split precedent goes to review under the policy's ``min_confidence``.
+    """
+
+    def __init__(self, index: PrecedentIndex, k: int = 7, sharpness: float = 20.0) -> None:
+        self.index = index
+        self.k = k
+        # e5 cosines sit in a narrow band (~0.8-0.95); exponentiating spreads them into useful weights.
+        self.sharpness = sharpness
+
+    def vote(self, sample: Sample) -> tuple[str, float, list[Precedent]]:
+        """(category code, confidence, precedents used). With no precedent: benign at confidence 0."""
+        hits = self.index.search(sample, self.k)
+        if not hits:
+            return self.index.policy.benign, 0.0, []
+        weights: dict[str, float] = {}
+        top = hits[0][1]
+        for precedent, score in hits:
+            weights[precedent.category] = weights.get(precedent.category, 0.0) + float(
+                np.exp(self.sharpness * (score - top))
+            )
+        code = max(weights, key=lambda c: weights[c])
+        return code, weights[code] / sum(weights.values()), [p for p, _ in hits]
+
+    def verdicts(self, samples: Sequence[Sample], policy: Policy) -> list[Verdict]:
+        """One verdict per sample (stage ``router``), deciding through ``policy``'s actions."""
+        from . import __version__
+        from .policy import Decision
+        from .verdict import ParseStatus, Provenance, Stage
+
+        out = []
+        for sample in samples:
+            code, confidence, used = self.vote(sample)
+            cat = policy.find(code)
+            prov = Provenance(
+                model=f"caselaw:k{self.k}@{len(self.index)}",
+                policy_version=policy.version,
+                policy_digest=policy.digest,
+                prompt_digest="-",
+                package_version=__version__,
+            )
+            if cat is None:  # the precedent's category was removed from this policy
+                out.append(
+                    Verdict(
+                        sample_id=sample.id,
+                        decision=Decision.REVIEW,
+                        status=ParseStatus.UNPARSED,
+                        stage=Stage.ROUTER,
+                        flags=["unknown_category"],
+                        provenance=prov,
+                    )
+                )
+                continue
+            decision = cat.action
+            flags = []
+            if confidence < policy.min_confidence:
+                decision, flags = Decision.REVIEW, ["low_confidence"]
+            out.append(
+                Verdict(
+                    sample_id=sample.id,
+                    decision=decision,
+                    category=cat.code,
+                    tag=cat.tag,
+                    confidence=round(confidence, 4),
+                    status=ParseStatus.OK,
+                    stage=Stage.ROUTER,
+                    flags=flags,
+                    precedents=[str(p.id) for p in used],
+                    provenance=prov,
+                    summary=f"{len(used)} precedents; vote share {confidence:.2f}",
+                )
+            )
+        return out

@@ -268,3 +268,33 @@ def test_verdicts_record_the_precedents_they_were_shown(db, policy, template, tm
     assert verdicts[0].precedents == [str(pid)]
     prompt = backend.history[0].messages[1].text
     assert f"[precedent #{pid}]" in prompt and "站外引流" in prompt
+
+
+def test_case_law_predictor_votes_with_precedents(db, policy):
+    from kuaimod_open.policy import Decision
+    from kuaimod_open.precedents import CaseLawPredictor
+
+    store = Store(db)
+    embedder = FakeEmbedder()
+    for sid, title, code in (
+        ("a", "加微信私聊", "PRIVATE_DEAL"),
+        ("b", "私聊加微信便宜", "PRIVATE_DEAL"),
+        ("c", "红烧肉做法", "BENIGN"),
+        ("d", "清蒸鱼做法", "BENIGN"),
+    ):
+        add_precedent(
+            store,
+            Sample(id=sid, title=title),
+            code,
+            str(policy.category(code).action),
+            reason="",
+            author="r",
+            embedder=embedder,
+        )
+    judge = CaseLawPredictor(PrecedentIndex(store, embedder, policy), k=3)
+    deal, food = judge.verdicts([Sample(id="q1", title="私聊加微信"), Sample(id="q2", title="糖醋鱼做法")], policy)
+    assert (deal.category, deal.decision) == ("PRIVATE_DEAL", Decision.BLOCK) and len(deal.precedents) == 3
+    assert food.category == "BENIGN" and 0.5 < food.confidence <= 1.0
+    empty = CaseLawPredictor(PrecedentIndex(Store(db.replace("kuaimod.db", "empty.db")), embedder, policy))
+    (v,) = empty.verdicts([Sample(id="q", title="x")], policy)
+    assert v.decision is Decision.REVIEW and v.confidence == 0.0  # no case law yet: a human decides
