@@ -157,3 +157,12 @@ def test_cli_feedback_precedents_update_history_and_rollback(store, policy, tmp_
     export = tmp_path / "fb_out.jsonl"
     assert runner.invoke(cli, ["feedback", "export", "--db", db, "--out", str(export)]).exit_code == 0
     assert len(export.read_text(encoding="utf-8").splitlines()) == 2
+
+
+def test_next_proposal_skips_versions_already_taken(store, policy, tmp_path):
+    _decided(store, policy, "a", "加我扣扣：998877", "BENIGN", "PRIVATE_DEAL")
+    first = update_policy(store, SHIPPED, tmp_path / "v")
+    _decided(store, policy, "b", "包治百病", "BENIGN", "MISINFO")
+    second = update_policy(store, SHIPPED, tmp_path / "v")  # base is still 1.0.0: 1.0.1 is taken
+    assert (first.candidate.name, second.candidate.name) == ("1.0.1", "1.0.2")
+    assert "加我扣扣：998877" not in Path(second.candidate.path).read_text(encoding="utf-8")  # only new cases

@@ -26,7 +26,7 @@ from ..feedback import Disagreement, disagreements, stored_samples
 from ..gate import GateConfig, GateResult, compare, record
 from ..ingest import Sample
 from ..policy import Policy, parse_policy
-from ..registry import Artefact, Status, activate, register_policy_file, save_policy_version, set_status
+from ..registry import Artefact, Status, activate, history, register_policy_file, save_policy_version, set_status
 from ..store import Store
 from ..verdict import Verdict
 
@@ -66,8 +66,13 @@ def _short_case(sample: Sample | None) -> str:
     return re.sub(r"\s+", " ", text)[:CASE_CHARS]
 
 
-def propose_policy(store: Store, policy: Policy, *, after_id: int = 0) -> PolicyProposal | None:
-    """A new policy version from the disagreements newer than ``after_id``; None when there are none."""
+def propose_policy(
+    store: Store, policy: Policy, *, after_id: int = 0, taken: set[str] | frozenset[str] = frozenset()
+) -> PolicyProposal | None:
+    """A new policy version from the disagreements newer than ``after_id``; None when there are none.
+
+    The version is the base's, bumped past any in ``taken`` (rejected candidates keep their numbers).
+    """
     found: list[Disagreement] = disagreements(store, after_id=after_id)
     if not found:
         return None
@@ -100,7 +105,10 @@ def propose_policy(store: Store, policy: Policy, *, after_id: int = 0) -> Policy
         cats[code][key] = current[-limit:]  # newest cases win when over the budget
     if not changes:
         return None
-    data["version"] = bump_version(policy.version)
+    version = bump_version(policy.version)
+    while version in taken:
+        version = bump_version(version)
+    data["version"] = version
     new_policy = parse_policy(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), source="<proposed policy>")
     header = (
         f"# Proposed by `kuaimod update policy` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC from {len(found)} "
@@ -139,7 +147,8 @@ def update_policy(
 
     base = load_policy(base_path)
     base_art = register_policy_file(store, base_path)
-    proposal = propose_policy(store, base, after_id=store.watermark(WATERMARK))
+    taken = {a.name for a in history(store, "policy")}
+    proposal = propose_policy(store, base, after_id=store.watermark(WATERMARK), taken=taken)
     if proposal is None:
         return PolicyUpdate(None, None, [], None, "no new disagreements since the last run; nothing to do")
     folder = Path(versions_dir)
