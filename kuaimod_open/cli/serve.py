@@ -1,0 +1,131 @@
+"""``kuaimod serve``: run the HTTP moderation API with uvicorn."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import click
+
+from .._lazy import require
+from ..backends.base import GenerateConfig
+from ..errors import ConfigError
+from ..ingest import SamplingMode
+from ..pipeline import ModerationConfig
+from .moderate import extract_config, extract_options
+from .options import backend_options, build_backend, frame_options, load_policy_and_template, policy_options
+
+
+def read_keys(key_file: Path | None) -> frozenset[str]:
+    """API keys from --key-file (one per line, '#' comments) and $KUAIMOD_SERVE_KEYS (comma-separated)."""
+    keys = [k.strip() for k in os.environ.get("KUAIMOD_SERVE_KEYS", "").split(",")]
+    if key_file is not None:
+        try:
+            keys += [line.split("#")[0].strip() for line in key_file.read_text(encoding="utf-8").splitlines()]
+        except OSError as exc:
+            raise ConfigError(f"Cannot read the key file {key_file}: {exc.strerror or exc}") from None
+    return frozenset(k for k in keys if k)
+
+
+@click.command("serve")
+@policy_options
+@backend_options
+@frame_options
+@extract_options
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (0.0.0.0: all).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@click.option(
+    "--root",
+    "roots",
+    multiple=True,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Folder clients may name videos in (repeatable); paths outside every root are refused.",
+)
+@click.option("--allow-url", "url_prefixes", multiple=True, help="http(s) URL prefix clients may send (repeatable).")
+@click.option(
+    "--key-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="API keys, one per line (also $KUAIMOD_SERVE_KEYS, comma-separated).",
+)
+@click.option("--no-auth", is_flag=True, help="Accept requests without an API key (local testing only).")
+@click.option("--max-upload-mb", type=click.IntRange(1, 100_000), default=200, show_default=True)
+@click.option(
+    "--work-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".kuaimod/serve"),
+    show_default=True,
+    help="Uploads, downloads, frames, feedback.jsonl and verdicts.jsonl go here.",
+)
+@click.option("--print-openapi", is_flag=True, help="Print the OpenAPI schema and exit (loads no model).")
+def serve_cmd(
+    policy: Path | None,
+    template: Path | None,
+    backend: str,
+    model: str | None,
+    adapter: Path | None,
+    device: str,
+    dtype: str,
+    base_url: str | None,
+    api_key: str | None,
+    batch_size: int,
+    max_new_tokens: int,
+    frames_k: int,
+    sampling: str,
+    max_side: int,
+    ocr: bool,
+    asr: bool,
+    asr_language: str,
+    asr_model: str,
+    host: str,
+    port: int,
+    roots: tuple[Path, ...],
+    url_prefixes: tuple[str, ...],
+    key_file: Path | None,
+    no_auth: bool,
+    max_upload_mb: int,
+    work_dir: Path,
+    print_openapi: bool,
+) -> None:
+    r"""Serve moderation over HTTP: POST /v1/moderate, /v1/moderate/upload, /v1/feedback; GET /healthz, /metrics.
+
+    \b
+    Examples:
+      KUAIMOD_SERVE_KEYS=secret kuaimod serve --model /models/Qwen2.5-VL-7B-Instruct --root /data/videos
+      kuaimod serve --backend openai --model Qwen/Qwen2.5-VL-7B-Instruct --base-url http://localhost:8000/v1 \
+          --key-file keys.txt --root /data/videos --port 8080
+    """
+    from ..serve import ServeSettings, create_app
+
+    pol, tmpl = load_policy_and_template(policy, template)
+    keys = read_keys(key_file)
+    if not keys and not no_auth and not print_openapi:
+        raise ConfigError("No API keys: pass --key-file FILE or set KUAIMOD_SERVE_KEYS (or --no-auth for local tests)")
+    settings = ServeSettings(
+        api_keys=keys,
+        allow_anonymous=no_auth,
+        roots=roots,
+        url_prefixes=url_prefixes,
+        max_upload_bytes=max_upload_mb << 20,
+        work_dir=work_dir,
+        feedback_path=work_dir / "feedback.jsonl",
+        verdict_log=work_dir / "verdicts.jsonl",
+    )
+    if print_openapi:
+        from ..backends.scripted import ScriptedBackend
+
+        app = create_app(settings, pol, tmpl, ScriptedBackend(), ModerationConfig())
+        click.echo(json.dumps(app.openapi(), ensure_ascii=False, indent=2))
+        return
+    config = ModerationConfig(
+        frames=frames_k,
+        max_side=max_side,
+        sampling=SamplingMode(sampling),
+        frames_dir=work_dir / "frames",
+        generate=GenerateConfig(max_new_tokens=max_new_tokens, batch_size=batch_size),
+        extract=extract_config(ocr, asr, asr_language, asr_model),
+    )
+    model_backend = build_backend(backend, model, adapter, device, dtype, base_url, api_key, batch_size)
+    uvicorn = require("uvicorn", extra="serve", purpose="the HTTP service")
+    uvicorn.run(create_app(settings, pol, tmpl, model_backend, config), host=host, port=port, log_level="info")
