@@ -22,7 +22,8 @@ from .backends.base import Backend, GenerateConfig, Request
 from .errors import ConfigError, KuaimodError
 from .extract import ExtractConfig
 from .ingest import DEFAULT_FRAMES, DEFAULT_MAX_SIDE, Sample, SamplingMode, sample_frames
-from .policy import Policy
+from .injection import detect, flags_for
+from .policy import Decision, Policy
 from .prompt import PromptLimits, Template, build_messages
 from .verdict import ParseStatus, Provenance, Stage, Verdict, error_verdict, parse_verdict
 
@@ -123,9 +124,11 @@ def _moderate_batch(
     results: list[Verdict | None] = [None] * len(batch)
     ready: list[tuple[int, Sample, Provenance, Request]] = []
     shown_ids: dict[int, list[str]] = {}
+    injection: dict[int, list[str]] = {}
     for i, raw in enumerate(batch):
         try:
             sample = prepare(raw, config)
+            injection[i] = flags_for(detect(sample))
             shown = precedents(sample) if precedents else ""
             if not isinstance(shown, str):
                 shown_ids[i] = list(shown.ids)
@@ -148,6 +151,11 @@ def _moderate_batch(
                 verdict = error_verdict(sample.id, gen.error, prov)
             else:
                 verdict = parse_verdict(gen.text, policy, sample, prov)
+            if injection.get(i):
+                # Text that tries to steer the judge is evidence of manipulation: a human decides.
+                verdict = verdict.model_copy(
+                    update={"decision": Decision.REVIEW, "flags": [*verdict.flags, *injection[i]]}
+                )
             results[i] = verdict.model_copy(
                 update={
                     "latency_s": gen.latency_s,
