@@ -194,8 +194,13 @@ def run_job(
     *,
     precedents: PrecedentLookup | None = None,
     on_verdict: Callable[[Verdict], None] | None = None,
+    on_sample: Callable[[Sample], None] | None = None,
 ) -> JobSummary:
-    """Moderate ``items`` into ``out`` (JSONL), resuming where an earlier run stopped."""
+    """Moderate ``items`` into ``out`` (JSONL), resuming where an earlier run stopped.
+
+    ``on_sample`` sees every prepared sample before it is judged, ``on_verdict`` every verdict
+    after it is written (e.g. to record both in the feedback store).
+    """
     out, config, runner = Path(out), config or ModerationConfig(), runner or RunnerConfig()
     ids = [item.sample.id for item in items]
     if len(set(ids)) != len(ids):
@@ -221,6 +226,9 @@ def run_job(
                 bar.update(1)
 
         def infer(batch: list[Sample]) -> None:
+            if on_sample is not None:  # prepared samples (frames, OCR/ASR) for the feedback store
+                for sample in batch:
+                    on_sample(sample)
             t0 = time.perf_counter()
             verdicts = list(moderate(batch, policy, backend, template, infer_config, precedents=precedents))
             summary.inference_seconds += time.perf_counter() - t0

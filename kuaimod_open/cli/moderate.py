@@ -14,6 +14,7 @@ from ..extract import OFFLINE_WHISPER, ExtractConfig, check_available
 from ..ingest import SamplingMode
 from ..manifest import collect_items
 from ..pipeline import ModerationConfig, RunSummary
+from ..policy import default_policy_path
 from ..runner import JobSummary, RunnerConfig, run_job
 from .options import backend_options, build_backend, frame_options, load_policy_and_template, policy_options
 
@@ -100,6 +101,21 @@ def extract_config(ocr: bool, asr: bool, asr_language: str, asr_model: str) -> E
     default=None,
     help="Where sampled frames are saved [default: <out>.frames/].",
 )
+@click.option(
+    "--db",
+    default=None,
+    envvar="KUAIMOD_DB",
+    help="Also record samples and verdicts in this feedback store (sqlite:///kuaimod.db); without --policy, "
+    "the store's active policy is used.",
+)
+@click.option(
+    "--precedents",
+    "precedents_k",
+    type=click.IntRange(0, 20),
+    default=0,
+    show_default=True,
+    help="With --db: show the K most similar decided cases (precedents) in each prompt.",
+)
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def moderate_cmd(
     inputs: tuple[Path, ...],
@@ -127,6 +143,8 @@ def moderate_cmd(
     parquet: Path | None,
     workers: int,
     work_dir: Path | None,
+    db: str | None,
+    precedents_k: int,
     progress: bool,
 ) -> None:
     r"""Moderate videos (files, folders, manifests) or KuaiMod-format .jsonl rows; one verdict JSON line each.
@@ -140,6 +158,16 @@ def moderate_cmd(
     """
     if not inputs and not manifests:
         raise ConfigError("Nothing to moderate: give video files, folders or manifests (--manifest FILE)")
+    if precedents_k and not db:
+        raise ConfigError("--precedents needs --db (the store the precedents live in)")
+    store = None
+    if db:
+        from ..registry import active_policy
+        from ..store import Store
+
+        store = Store(db)
+        if policy is None:
+            policy = active_policy(store, default=default_policy_path())[1]
     pol, tmpl = load_policy_and_template(policy, template)
     items = collect_items(inputs, manifests, frames_root)
     config = ModerationConfig(
@@ -152,8 +180,25 @@ def moderate_cmd(
     )
     model_backend = build_backend(backend, model, adapter, device, dtype, base_url, api_key, batch_size)
     runner = RunnerConfig(workers=workers, parquet=parquet, progress=progress)
-    summary = run_job(items, pol, model_backend, tmpl, out, config, runner)
+    hooks = store_hooks(store, pol, precedents_k) if store is not None else {}
+    summary = run_job(items, pol, model_backend, tmpl, out, config, runner, **hooks)
     print_summary(summary, out)
+
+
+def store_hooks(store: Any, policy: Any, precedents_k: int) -> dict[str, Any]:
+    """run_job callbacks that record samples and verdicts, and (k > 0) retrieve precedents."""
+    from ..feedback import record_sample, record_verdict
+
+    hooks: dict[str, Any] = {
+        "on_sample": lambda sample: record_sample(store, sample),
+        "on_verdict": lambda verdict: record_verdict(store, verdict),
+    }
+    if precedents_k:
+        from ..precedents import E5Embedder, PrecedentIndex
+
+        index = PrecedentIndex(store, E5Embedder(), policy)
+        hooks["precedents"] = lambda sample: index.lookup(sample, precedents_k)
+    return hooks
 
 
 def print_summary(summary: RunSummary, out: Path) -> None:
