@@ -77,6 +77,7 @@ class SamplingMode(StrEnum):
 
     UNIFORM = "uniform"
     SCENE = "scene"
+    KEYFRAME = "keyframe"  # the nearest key frames only: ~20x less decoding (kuaimod_open.keyframes)
 
 
 # --------------------------------------------------------------------------- frame maths (pure)
@@ -143,6 +144,10 @@ def sample_frames(
     """
     video = Path(video)
     mode = SamplingMode(mode)
+    if mode is SamplingMode.KEYFRAME:
+        from .keyframes import sample_keyframes
+
+        return sample_keyframes(video, out_dir, k, max_side=max_side)
     reader = _open_video(video)
     total = len(reader)
     if total <= 0:
