@@ -133,3 +133,8 @@ def update_policy_cmd(
     if result.diff_path is not None:
         click.echo(f"diff: {result.diff_path}")
     click.echo(result.message)
+
+
+from .update_lora import lora_cmd  # noqa: E402  # after the group exists; the module defines the command only
+
+update_group.add_command(lora_cmd)
