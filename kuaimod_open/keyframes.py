@@ -2,12 +2,13 @@
 
 Exact-frame sampling (decord, or seek-and-decode) must decode forward from the previous key frame
 to reach each chosen frame: on a 720p clip with a 3 s GOP that is ~45 decoded frames per sampled
-frame, about 1 CPU-second per video for 9 frames (see BENCHMARKS.md). Here the file is demuxed
-once (cheap: no decoding), the key frame nearest each target time is chosen, and only those
-packets are decoded, each on its own (a key frame needs no other frame). The deblocking filter is
+frame, about 1 CPU-second per video for 9 frames (see BENCHMARKS.md). Here a short video is
+demuxed once (cheap: no decoding), the key frame nearest each target time is chosen, and only
+those packets are decoded, each on its own (a key frame needs no other frame); a long video is
+sought to each target instead, and only the key frame there is decoded. The deblocking filter is
 skipped and frames are scaled straight to the output size in the pixel-format conversion.
 
-The price: each frame is the key frame nearest the target, so it can be up to half a GOP away
+The price: each frame is a key frame near the target, so it can be up to a GOP away
 (its real timestamp is recorded). A video with too few key frames to cover the targets (a short
 clip that is one GOP) falls back to exact sampling, which is cheap there because it is short.
 """
@@ -15,6 +16,7 @@ clip that is one GOP) falls back to exact sampling, which is cheap there because
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -35,6 +37,40 @@ def nearest(times: np.ndarray, targets: list[float]) -> list[int]:
     if len(times) == 0:
         return []
     return sorted({int(np.abs(times - t).argmin()) for t in targets})
+
+
+# Past this length, seeking to each target beats demuxing the whole file (which costs ~0.1 s per
+# 10 min of 720p video just to read the packets).
+SEEK_AFTER_S = 90.0
+
+
+def _by_scanning(container: Any, stream: Any, duration: float, k: int) -> list[tuple[float, Any]]:
+    """Demux once, decode only the key packets nearest the targets, each on its own."""
+    base, start = float(stream.time_base or 0), stream.start_time or 0
+    keys = [p for p in container.demux(stream) if p.is_keyframe and p.size and p.pts is not None]
+    times = np.array([(p.pts - start) * base for p in keys])
+    if len(times) > 1:
+        duration = max(duration, float(times[-1]))
+    ctx, picked = stream.codec_context, []
+    for i in nearest(times, target_times(duration, k)):
+        decoded = ctx.decode(keys[i]) + ctx.decode(None)  # send the packet, then drain
+        ctx.flush_buffers()  # reuse the decoder for the next, independent key frame
+        if decoded:
+            picked.append((float(times[i]), decoded[0]))
+    return picked
+
+
+def _by_seeking(container: Any, stream: Any, duration: float, k: int) -> list[tuple[float, Any]]:
+    """Seek to each target and decode the key frame at or before it; the decoder skips all others."""
+    base, start = float(stream.time_base or 0), stream.start_time or 0
+    stream.codec_context.skip_frame = "NONKEY"
+    seen: dict[int, Any] = {}
+    for target in target_times(duration, k):
+        container.seek(start + int(target / base), stream=stream, backward=True)
+        frame = next(iter(container.decode(stream)), None)
+        if frame is not None and frame.pts is not None:
+            seen.setdefault(frame.pts, frame)
+    return [((pts - start) * base, frame) for pts, frame in sorted(seen.items())]
 
 
 def sample_keyframes(video: str | Path, out_dir: str | Path, k: int, *, max_side: int = 640) -> tuple[Frame, ...]:
@@ -63,33 +99,26 @@ def sample_keyframes(video: str | Path, out_dir: str | Path, k: int, *, max_side
             ctx = stream.codec_context
             # Thumbnails for a VLM do not need the deblocking filter; skipping it saves ~15% per frame.
             ctx.options = {"skip_loop_filter": "all", "flags2": "fast"}
-            base, start = float(stream.time_base or 0), stream.start_time or 0
-            keys = [p for p in container.demux(stream) if p.is_keyframe and p.size and p.pts is not None]
-            if not keys:
-                raise InputError(f"{video}: no decodable key frames")
-            times = np.array([(p.pts - start) * base for p in keys])
-            duration = float(times[-1]) if len(times) > 1 else 0.0
-            if stream.duration:
-                duration = max(duration, float(stream.duration * base))
-            width, height = ctx.width, ctx.height
-            scale = min(1.0, max_side / max(width, height)) if width and height else 1.0
-            size = {"width": max(2, round(width * scale)), "height": max(2, round(height * scale))}
-            picks = nearest(times, target_times(duration, k))
-            if 2 * len(picks) < k + 1:
+            base = float(stream.time_base or 0)
+            duration = float(stream.duration * base) if stream.duration else 0.0
+            if duration > SEEK_AFTER_S:
+                picked = _by_seeking(container, stream, duration, k)
+            else:
+                picked = _by_scanning(container, stream, duration, k)
+            if 2 * len(picked) < k + 1:
                 from .ingest import sample_frames
 
                 return sample_frames(video, out_dir, k, max_side=max_side)
+            width, height = ctx.width, ctx.height
+            scale = min(1.0, max_side / max(width, height)) if width and height else 1.0
+            size = {"width": max(2, round(width * scale)), "height": max(2, round(height * scale))}
             out = Path(out_dir)
             out.mkdir(parents=True, exist_ok=True)
-            for i in picks:
-                decoded = ctx.decode(keys[i]) + ctx.decode(None)  # send the packet, then drain
-                ctx.flush_buffers()  # reuse the decoder for the next, independent key frame
-                if not decoded:
-                    continue
-                pixels = decoded[0].to_ndarray(format="rgb24", **size)
-                path = out / f"key_{i:06d}.jpg"
+            for stamp, frame in picked:
+                pixels = frame.to_ndarray(format="rgb24", interpolation="AREA", **size)
+                path = out / f"key_{round(stamp * 1000):09d}.jpg"
                 Image.fromarray(pixels).save(path, format="JPEG", quality=90)
-                frames.append(Frame(path=path, index=None, timestamp=round(float(times[i]), 3)))
+                frames.append(Frame(path=path, index=None, timestamp=round(stamp, 3)))
     except (InputError, MissingDependencyError):
         raise
     except Exception as exc:  # PyAV raises many error classes for broken files

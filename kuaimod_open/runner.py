@@ -60,6 +60,7 @@ class JobSummary(RunSummary):
     """RunSummary plus where the time went."""
 
     workers: int = 0
+    engine: str = "local"
     prepare_seconds: float = 0.0  # summed over workers
     inference_seconds: float = 0.0
 
@@ -68,6 +69,7 @@ class JobSummary(RunSummary):
         out = super().as_dict()
         out.update(
             workers=self.workers,
+            engine=self.engine,
             prepare_seconds=round(self.prepare_seconds, 3),
             inference_seconds=round(self.inference_seconds, 3),
         )
@@ -257,7 +259,7 @@ def run_job(
         summary.seconds = time.perf_counter() - started
     if runner.parquet is not None:
         write_parquet(out, runner.parquet)
-    _write_manifest(out, summary, backend, policy, template, runner)
+    write_job_manifest(out, summary, backend.model_id, backend.adapter, policy, template, runner)
     return summary
 
 
@@ -305,13 +307,20 @@ def _prepared(
                 queue.append(item)
 
 
-def _write_manifest(
-    out: Path, summary: JobSummary, backend: Backend, policy: Policy, template: Template, runner: RunnerConfig
+def write_job_manifest(
+    out: Path,
+    summary: JobSummary,
+    model: str,
+    adapter: str | None,
+    policy: Policy,
+    template: Template,
+    runner: RunnerConfig,
 ) -> None:
+    """Write ``<out>.manifest.json`` (atomically): the run's summary and what it ran with."""
     manifest = JobManifest(
         summary=summary.as_dict(),
-        model=backend.model_id,
-        adapter=backend.adapter,
+        model=model,
+        adapter=adapter,
         policy_version=policy.version,
         policy_digest=policy.digest,
         prompt_digest=template.digest,

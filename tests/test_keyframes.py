@@ -54,3 +54,17 @@ def test_broken_file_is_an_input_error(tmp_path):
     bad.write_bytes(b"\x00garbage" * 64)
     with pytest.raises(InputError, match="bad.mp4"):
         sample_keyframes(bad, tmp_path / "out", 8)
+
+
+def test_long_videos_seek_instead_of_scanning(video_dir, tmp_path, monkeypatch):
+    decord = pytest.importorskip("decord")
+    pytest.importorskip("av")
+    from kuaimod_open import keyframes
+
+    monkeypatch.setattr(keyframes, "SEEK_AFTER_S", 1.0)  # treat the 10 s clip as "long"
+    sought = keyframes.sample_keyframes(video_dir / "bikes.mp4", tmp_path, 8)
+    reader = decord.VideoReader(str(video_dir / "bikes.mp4"), num_threads=1)
+    keys = {round(float(reader.get_frame_timestamp(int(i))[0]), 2) for i in reader.get_key_indices()}
+    stamps = [f.timestamp for f in sought]
+    assert stamps[0] == 0.0 and stamps == sorted(set(stamps)) and len(stamps) >= 5
+    assert {round(s, 2) for s in stamps} <= keys  # only key frames were decoded

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from ..backends import DEFAULT_HF_MODEL
 from ..backends.base import GenerateConfig
 from ..errors import ConfigError
 from ..extract import OFFLINE_WHISPER, ExtractConfig, check_available
@@ -17,6 +18,9 @@ from ..pipeline import ModerationConfig, RunSummary
 from ..policy import default_policy_path
 from ..runner import JobSummary, RunnerConfig, run_job
 from .options import backend_options, build_backend, frame_options, load_policy_and_template, policy_options
+
+if TYPE_CHECKING:
+    from ..ray_engine import BackendSpec
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -116,6 +120,18 @@ def extract_config(ocr: bool, asr: bool, asr_language: str, asr_model: str) -> E
     show_default=True,
     help="With --db: show the K most similar decided cases (precedents) in each prompt.",
 )
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="local: worker processes on this machine; ray: a Ray Data pipeline (--ray-address or a local Ray).",
+)
+@click.option(
+    "--ray-address", default=None, help="Ray cluster address [default: $RAY_ADDRESS, else start a local Ray]."
+)
+@click.option("--ray-actors", type=click.IntRange(1, 1024), default=1, show_default=True, help="Model replicas.")
+@click.option("--ray-gpus-per-actor", type=click.FloatRange(0, 8), default=0.0, show_default=True)
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def moderate_cmd(
     inputs: tuple[Path, ...],
@@ -145,6 +161,10 @@ def moderate_cmd(
     work_dir: Path | None,
     db: str | None,
     precedents_k: int,
+    engine: str,
+    ray_address: str | None,
+    ray_actors: int,
+    ray_gpus_per_actor: float,
     progress: bool,
 ) -> None:
     r"""Moderate videos (files, folders, manifests) or KuaiMod-format .jsonl rows; one verdict JSON line each.
@@ -178,11 +198,41 @@ def moderate_cmd(
         generate=GenerateConfig(max_new_tokens=max_new_tokens, batch_size=batch_size),
         extract=extract_config(ocr, asr, asr_language, asr_model),
     )
-    model_backend = build_backend(backend, model, adapter, device, dtype, base_url, api_key, batch_size)
     runner = RunnerConfig(workers=workers, parquet=parquet, progress=progress)
-    hooks = store_hooks(store, pol, precedents_k) if store is not None else {}
-    summary = run_job(items, pol, model_backend, tmpl, out, config, runner, **hooks)
+    if engine == "ray":
+        from ..ray_engine import RayConfig, run_ray_job
+
+        if store is not None:
+            raise ConfigError("--db is not supported with --engine ray yet; record the JSONL with 'kuaimod feedback'")
+        spec = backend_spec(backend, model, adapter, device, dtype, base_url, api_key, batch_size)
+        ray_config = RayConfig(address=ray_address, model_actors=ray_actors, gpus_per_actor=ray_gpus_per_actor)
+        summary = run_ray_job(items, pol, tmpl, spec, out, config, runner, ray_config)
+    else:
+        model_backend = build_backend(backend, model, adapter, device, dtype, base_url, api_key, batch_size)
+        hooks = store_hooks(store, pol, precedents_k) if store is not None else {}
+        summary = run_job(items, pol, model_backend, tmpl, out, config, runner, **hooks)
     print_summary(summary, out)
+
+
+def backend_spec(
+    backend: str,
+    model: str | None,
+    adapter: Path | None,
+    device: str,
+    dtype: str,
+    base_url: str | None,
+    api_key: str | None,
+    batch_size: int,
+) -> BackendSpec:
+    """What each Ray model actor builds (the same choices as ``build_backend``)."""
+    from ..ray_engine import BackendSpec
+
+    if backend == "hf":
+        options = {"model": model or DEFAULT_HF_MODEL, "adapter": str(adapter) if adapter else None}
+        return BackendSpec("hf", {**options, "device": device, "dtype": dtype})
+    if not model:
+        raise ConfigError("--backend openai needs --model (the model name the server serves)")
+    return BackendSpec("openai", {"model": model, "base_url": base_url, "api_key": api_key, "concurrency": batch_size})
 
 
 def store_hooks(store: Any, policy: Any, precedents_k: int) -> dict[str, Any]:

@@ -1,0 +1,53 @@
+"""--engine ray: the batch job as a Ray Data pipeline on a local Ray instance."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from helpers import verdict_json
+
+from kuaimod_open.backends.base import GenerateConfig
+from kuaimod_open.ingest import Sample
+from kuaimod_open.manifest import WorkItem
+from kuaimod_open.pipeline import ModerationConfig
+from kuaimod_open.runner import RunnerConfig
+
+pytestmark = [pytest.mark.video, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray.data")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_job_one_verdict_each_errors_recorded_and_resume(local_ray, policy, template, video_dir, tmp_path):
+    pytest.importorskip("decord")
+    from kuaimod_open.ray_engine import BackendSpec, RayConfig, run_ray_job
+
+    names = ("bikes", "carphone_pristine", "bigbuckbunny")
+    items = [WorkItem(Sample(id=f"v{i}", video=video_dir / f"{names[i % 3]}.mp4", title=f"t{i}")) for i in range(6)]
+    items.append(WorkItem(Sample(id="gone", video=tmp_path / "missing.mp4")))
+    items.append(WorkItem(Sample(id="remote", title="r"), url=(video_dir / "bikes.mp4").as_uri()))
+    spec = BackendSpec("scripted", {"default": verdict_json("HATE")})
+    config = ModerationConfig(frames=2, frames_dir=tmp_path / "frames", generate=GenerateConfig(batch_size=3))
+    out = tmp_path / "v.jsonl"
+    runner = RunnerConfig(progress=False, parquet=tmp_path / "v.parquet")
+    summary = run_ray_job(items, policy, template, spec, out, config, runner, RayConfig())
+    lines = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
+    assert sorted(x["sample_id"] for x in lines) == sorted(i.sample.id for i in items)
+    by_id = {x["sample_id"]: x for x in lines}
+    assert by_id["gone"]["status"] == "error" and by_id["gone"]["decision"] == "review"
+    assert by_id["v0"]["decision"] == "block" and len(by_id["v0"]["provenance"]["frame_timestamps"]) == 3
+    assert by_id["remote"]["decision"] == "block"  # fetched by a Ray task
+    assert summary.written == 8 and summary.decisions == {"block": 7, "review": 1}
+    manifest = json.loads(Path(f"{out}.manifest.json").read_text())
+    assert manifest["summary"]["engine"] == "ray" and manifest["model"] == "scripted"
+    assert (tmp_path / "v.parquet").is_file()
+    again = run_ray_job(items, policy, template, spec, out, config, runner, RayConfig())
+    assert (again.written, again.skipped) == (0, 8) and len(out.read_text().splitlines()) == 8
