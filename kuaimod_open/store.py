@@ -142,6 +142,22 @@ def _m003(sa: Any, conn: Any) -> None:
     conn.execute(sa.text("ALTER TABLE feedback ADD COLUMN source VARCHAR(200) DEFAULT ''"))
 
 
+@migration("m004_review_audit")
+def _m004(sa: Any, conn: Any) -> None:
+    # The review UI's audit trail: who did what, when (decisions, reveals, policy saves, rollbacks).
+    md = sa.MetaData()
+    sa.Table(
+        "review_audit", md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("actor", sa.String(200), nullable=False),
+        sa.Column("action", sa.String(64), nullable=False),
+        sa.Column("sample_id", sa.String(200), index=True),
+        sa.Column("detail", sa.Text, nullable=False, default="{}"),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    )  # fmt: skip
+    md.create_all(conn)
+
+
 # --------------------------------------------------------------------------- the store
 
 

@@ -11,6 +11,7 @@ from ..errors import KuaimodError
 from .evaluate import eval_cmd, policy_group
 from .feedback import feedback_group, history_cmd, precedents_group, rollback_cmd
 from .moderate import moderate_cmd, tiny_model_cmd
+from .review import review_cmd
 from .serve import serve_cmd
 from .update import update_group
 
@@ -27,6 +28,7 @@ cli.add_command(serve_cmd)
 cli.add_command(eval_cmd)
 cli.add_command(policy_group)
 cli.add_command(update_group)
+cli.add_command(review_cmd)
 cli.add_command(feedback_group)
 cli.add_command(precedents_group)
 cli.add_command(rollback_cmd)

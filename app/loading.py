@@ -1,0 +1,155 @@
+"""Getting verdicts into the store for review: a verdict file from ``kuaimod moderate``, or demo data."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from kuaimod_open import __version__
+from kuaimod_open.feedback import FeedbackEvent, FeedbackKind, add_feedback, record_sample, record_verdict
+from kuaimod_open.ingest import IMAGE_EXTENSIONS, Frame, Sample, load_benchmark, read_jsonl
+from kuaimod_open.policy import Decision, Policy
+from kuaimod_open.store import Store
+from kuaimod_open.verdict import Evidence, FrameRef, ParseStatus, Provenance, TextSpan, Verdict
+
+
+def _safe_name(sample_id: str) -> str:
+    # The per-sample frame folder name used by kuaimod_open.pipeline (<out>.frames/<name>/).
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in sample_id)[:120] or "sample"
+
+
+def _stored_payloads(store: Store, sample_id: str) -> set[str]:
+    t = store.table("verdicts")
+    with store.engine.connect() as conn:
+        return {r[0] for r in conn.execute(store.sa.select(t.c.payload).where(t.c.sample_id == sample_id))}
+
+
+def _frames_from_folder(folder: Path, timestamps: list[float | None]) -> tuple[Frame, ...]:
+    if not folder.is_dir():
+        return ()
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    stamps = timestamps if len(timestamps) == len(paths) else [None] * len(paths)
+    return tuple(Frame(path=p, timestamp=t) for p, t in zip(paths, stamps, strict=True))
+
+
+def load_verdict_file(
+    store: Store, path: str | Path, *, data: str | Path | None = None, frames_root: str | Path | None = None
+) -> tuple[int, int]:
+    """Record the verdicts of a JSONL file (and their samples) for review; returns (new verdicts, samples).
+
+    Sample text and frames come from ``data`` (KuaiMod-format rows) when given; otherwise the frames
+    ``kuaimod moderate`` kept in ``<verdicts>.frames/<sample id>/`` are used. Loading a file twice
+    adds nothing.
+    """
+    path = Path(path)
+    verdicts = [Verdict.model_validate(obj) for _, obj in read_jsonl(path)]
+    rows = {s.id: s for s in load_benchmark(data, frames_root)} if data is not None else {}
+    frames_dir = path.with_name(path.name + ".frames")
+    added = 0
+    for verdict in verdicts:
+        sample = rows.get(verdict.sample_id) or Sample(
+            id=verdict.sample_id,
+            frames=_frames_from_folder(frames_dir / _safe_name(verdict.sample_id), verdict.provenance.frame_timestamps),
+        )
+        record_sample(store, sample)
+        if verdict.model_dump_json() not in _stored_payloads(store, verdict.sample_id):
+            record_verdict(store, verdict)
+            added += 1
+    return added, len({v.sample_id for v in verdicts})
+
+
+# --------------------------------------------------------------------------- demo data
+
+_DEMO = [
+    # id, title, ocr, asr, category, confidence, status, quotes
+    ("demo-01", "清仓特价 最后三天", "加我V 私聊 便宜出货", "想要的直接加我微信", "PRIVATE_DEAL", 0.55, "ok",
+     [("ocr", "加我V"), ("asr", "加我微信")]),
+    ("demo-02", "今天的晚饭", "", "嗯 这个 那个", None, None, "unparsed", []),
+    ("demo-03", "深夜街头实拍", "现场画面 请勿模仿", "快跑 有人拿刀", "ILLEGAL", 0.45, "ok", [("asr", "有人拿刀")]),
+    ("demo-04", "周末去爬山", "风景真好", "大家好 今天我们去爬山", "BENIGN", 0.93, "ok", []),
+    ("demo-05", "无法打开的视频", "", "", None, None, "error", []),
+    ("demo-06", "手工编织教程", "第一步 起针", "先把线绕两圈", "BENIGN", 0.97, "ok", []),
+    ("demo-07", "喝了它 三天瘦十斤", "无效退款 100%有效", "我们的产品效果立竿见影", "EXAGGERATED_CLAIMS", 0.72, "ok",
+     [("ocr", "100%有效"), ("title", "三天瘦十斤")]),
+]  # fmt: skip
+_COLOURS = [(196, 77, 86), (74, 144, 226), (80, 160, 110), (230, 160, 60), (130, 100, 190)]
+
+
+def _demo_frames(folder: Path, sample_id: str, n: int = 4) -> tuple[Frame, ...]:
+    from PIL import Image, ImageDraw
+
+    folder.mkdir(parents=True, exist_ok=True)
+    frames = []
+    for i in range(n):
+        path = folder / f"{sample_id}_{i}.jpg"
+        if not path.exists():
+            image = Image.new("RGB", (320, 180), _COLOURS[(i + len(sample_id)) % len(_COLOURS)])
+            draw = ImageDraw.Draw(image)
+            draw.rectangle((20 + 30 * i, 40, 120 + 30 * i, 140), fill=(250, 250, 250))
+            draw.text((12, 10), f"{sample_id} frame {i + 1}", fill=(255, 255, 255))
+            image.save(path, format="JPEG", quality=85)
+        frames.append(Frame(path=path, index=i * 30, timestamp=round(i * 1.25, 2)))
+    return tuple(frames)
+
+
+def seed_demo(store: Store, policy: Policy, folder: str | Path) -> list[str]:
+    """Put a small synthetic queue into the store (frames drawn under ``folder``); returns the sample ids.
+
+    For trying the UI on a fresh install (``kuaimod review --demo``) and for the tests. Seeding twice
+    adds nothing.
+    """
+    folder = Path(folder)
+    start = datetime.now(UTC) - timedelta(hours=1)
+    ids = []
+    for n, (sid, title, ocr, asr, code, confidence, status, quotes) in enumerate(_DEMO):
+        sample = Sample(
+            id=sid, title=title, ocr=ocr, asr=asr, comments=("好看", "求链接"), frames=_demo_frames(folder, sid)
+        )
+        record_sample(store, sample)
+        ids.append(sid)
+        if _stored_payloads(store, sid):
+            continue
+        prov = Provenance(
+            model="demo/scripted", policy_version=policy.version, policy_digest=policy.digest, prompt_digest="demo",
+            frame_timestamps=sample.timestamps, package_version=__version__, created_at=start + timedelta(minutes=n),
+        )  # fmt: skip
+        record_verdict(store, _demo_verdict(sample, policy, prov, code, confidence, status, quotes))
+    for sid, reporter in (("demo-04", "user:1001"), ("demo-04", "user:1002"), ("demo-07", "user:1003")):
+        add_feedback(
+            store,
+            FeedbackEvent(sample_id=sid, kind=FeedbackKind.USER_REPORT, author=reporter, reason="reported in app",
+                          created_at=start + timedelta(minutes=30), source="demo"),
+            policy,
+        )  # fmt: skip
+    return ids
+
+
+def _demo_verdict(
+    sample: Sample, policy: Policy, prov: Provenance, code: str | None, confidence: float | None, status: str,
+    quotes: list[tuple[str, str]],
+) -> Verdict:  # fmt: skip
+    if code is None:
+        failed = status == "error"
+        return Verdict(
+            sample_id=sample.id, decision=Decision.REVIEW, status=ParseStatus(status), provenance=prov,
+            raw_output="" if failed else "嗯……这个视频我看不太清楚", flags=[status],
+            error="demo: the video could not be decoded" if failed else None,
+        )  # fmt: skip
+    cat = policy.category(code)
+    decision = cat.action
+    flags = []
+    if confidence is not None and confidence < policy.min_confidence:
+        decision, flags = Decision.REVIEW, ["low_confidence"]
+    spans = []
+    for field, quote in quotes:
+        text = getattr(sample, field)
+        at = text.find(quote)
+        spans.append(TextSpan(field=field, quote=quote, start=at if at >= 0 else None,
+                              end=at + len(quote) if at >= 0 else None))  # fmt: skip
+    return Verdict(
+        sample_id=sample.id, decision=decision, category=code, tag=cat.tag, confidence=confidence,
+        evidence=Evidence(frames=[FrameRef(position=2, timestamp=sample.frames[1].timestamp)], text=spans),
+        summary=f"demo verdict: {cat.name}",
+        rationale=f"### 1. Content extraction\n{sample.title}\n### 5. Final summary\nLooks like {cat.name}.",
+        status=ParseStatus(status), flags=flags, provenance=prov,
+    )  # fmt: skip

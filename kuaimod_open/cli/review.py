@@ -1,0 +1,215 @@
+"""``kuaimod review``: the reviewers' web app (Gradio; code in the top-level ``app`` package)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import ConfigError
+from ..ingest import Sample
+from ..policy import Policy
+from ..store import DEFAULT_DB
+from ..verdict import Verdict
+
+
+def _router_predictor(path: Path) -> Any:
+    """A predictor that loads the first-stage router on first use (the module may not be installed)."""
+    loaded: list[Any] = []
+
+    def predict(samples: Sequence[Sample], policy: Policy) -> list[Verdict]:
+        if not loaded:
+            try:
+                from ..router import load_router  # type: ignore[import-not-found,unused-ignore]
+            except ImportError:
+                raise ConfigError(
+                    "the first-stage router (kuaimod_open.router) is not available in this installation; "
+                    "start `kuaimod review` with --backend instead"
+                ) from None
+            loaded.append(load_router(path))
+        return list(loaded[0].verdicts(samples, policy))
+
+    return predict
+
+
+def _backend_predictor(backend: str, model: str | None, base_url: str | None, api_key: str | None) -> Any:
+    """A predictor that runs the VLM pipeline; the model is loaded on the first dry run, not at start-up."""
+    from ..backends.base import GenerateConfig
+    from ..pipeline import ModerationConfig, moderate
+    from ..prompt import load_template
+    from .options import build_backend
+
+    loaded: list[Any] = []
+
+    def predict(samples: Sequence[Sample], policy: Policy) -> list[Verdict]:
+        if not loaded:
+            loaded.append(build_backend(backend, model, None, "auto", "auto", base_url, api_key, 4))
+        config = ModerationConfig(frames_dir=Path(".kuaimod/frames"), generate=GenerateConfig(batch_size=4))
+        return list(moderate(samples, policy, loaded[0], load_template(), config))
+
+    return predict
+
+
+@click.command("review")
+@click.option("--db", default=DEFAULT_DB, show_default=True, envvar="KUAIMOD_DB", help="Feedback store URL.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Other than loopback needs credentials.")
+@click.option("--port", type=click.IntRange(1, 65535), default=7860, show_default=True)
+@click.option(
+    "--media-root",
+    "media_roots",
+    multiple=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder videos and frames may be served from (repeatable).",
+)
+@click.option(
+    "--store-media/--no-store-media",
+    default=True,
+    show_default=True,
+    help="Also serve frames from the folders recorded in the store.",
+)
+@click.option(
+    "--policy",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Policy activated when the store has none yet [default: prompts/policy.yaml].",
+)
+@click.option("--template", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option(
+    "--policy-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("policies"),
+    show_default=True,
+    help="Where saved policy versions are written.",
+)
+@click.option(
+    "--reports",
+    "report_roots",
+    multiple=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder(s) with evaluation report folders [default: runs/ and eval_report/].",
+)
+@click.option(
+    "--router",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="First-stage router used for policy dry runs.",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["hf", "openai"]),
+    default=None,
+    help="VLM backend used for policy dry runs (without --router).",
+)
+@click.option("--model", default=None, help="Model for --backend.")
+@click.option("--base-url", default=None, envvar=["KUAIMOD_BASE_URL", "OPENAI_BASE_URL"], help="openai: server URL.")
+@click.option("--api-key", default=None, envvar=["KUAIMOD_API_KEY", "OPENAI_API_KEY"], help="openai: API key.")
+@click.option(
+    "--users-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Credentials, one name:password a line (or env KUAIMOD_REVIEW_USERS='alice:pw,bob:pw2').",
+)
+@click.option("--reviewer", default="", envvar="KUAIMOD_REVIEWER", help="Default reviewer name (no credentials).")
+@click.option(
+    "--low-confidence",
+    type=click.FloatRange(0, 1),
+    default=0.6,
+    show_default=True,
+    help="Verdicts less confident than this are queued.",
+)
+@click.option(
+    "--embed-precedents/--no-embed-precedents",
+    default=False,
+    show_default=True,
+    help="Embed new precedents with multilingual-e5 (needs the router extra).",
+)
+@click.option(
+    "--load",
+    "load_files",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Record a verdicts.jsonl (from kuaimod moderate) in the store before starting (repeatable).",
+)
+@click.option(
+    "--data",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="With --load: KuaiMod-format rows giving the samples' text and frames.",
+)
+@click.option("--frames-root", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--demo", is_flag=True, help="Seed a small synthetic queue (frames under .kuaimod/demo/) to try the UI.")
+def review_cmd(
+    db: str,
+    host: str,
+    port: int,
+    media_roots: tuple[Path, ...],
+    store_media: bool,
+    policy: Path | None,
+    template: Path | None,
+    policy_dir: Path,
+    report_roots: tuple[Path, ...],
+    router: Path | None,
+    backend: str | None,
+    model: str | None,
+    base_url: str | None,
+    api_key: str | None,
+    users_file: Path | None,
+    reviewer: str,
+    low_confidence: float,
+    embed_precedents: bool,
+    load_files: tuple[Path, ...],
+    data: Path | None,
+    frames_root: Path | None,
+    demo: bool,
+) -> None:
+    r"""Start the review app: queue, decisions, policy editor, evaluation reports.
+
+    \b
+    Examples:
+      kuaimod review --demo                                   # try it: a synthetic queue in kuaimod.db
+      kuaimod review --load out/verdicts.jsonl --media-root clips/
+      KUAIMOD_REVIEW_USERS='alice:pw' kuaimod review --host 0.0.0.0 --db postgresql+psycopg://...
+    """
+    from app.config import ReviewConfig, check_access, load_users  # the app package is optional (extra: app)
+
+    users = load_users(users_file)
+    check_access(host, users)  # before anything is loaded: a refused start costs nothing
+    predictor = _router_predictor(router) if router else None
+    if predictor is None and backend:
+        predictor = _backend_predictor(backend, model, base_url, api_key)
+    config = ReviewConfig(
+        db=db,
+        media_roots=media_roots,
+        store_frame_roots=store_media,
+        policy_default=policy,
+        policy_versions_dir=policy_dir,
+        template=template,
+        report_roots=report_roots or (Path("runs"), Path("eval_report")),
+        predictor=predictor,
+        low_confidence=low_confidence,
+        use_embedder=embed_precedents,
+        default_reviewer=reviewer,
+        users=users,
+    )
+    _prepare_store(config, load_files, data, frames_root, demo)
+    click.echo(f"kuaimod review on http://{host}:{port} (store {db}); Ctrl+C stops it")
+    from app.server import serve
+
+    serve(config, host, port)
+
+
+def _prepare_store(
+    config: Any, load_files: Sequence[Path], data: Path | None, frames_root: Path | None, demo: bool
+) -> None:
+    from app.handlers import ReviewContext
+    from app.loading import load_verdict_file, seed_demo
+
+    ctx = ReviewContext(config)
+    for path in load_files:
+        added, samples = load_verdict_file(ctx.store, path, data=data, frames_root=frames_root)
+        click.echo(f"{path}: {added} new verdicts for {samples} samples recorded")
+    if demo:
+        ids = seed_demo(ctx.store, ctx.policy()[0], Path(".kuaimod/demo"))
+        click.echo(f"demo queue: {len(ids)} samples in {config.db}")
