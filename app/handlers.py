@@ -118,8 +118,8 @@ def load_sample(store: Store, sample_id: str) -> Sample:
 
 
 def shown_precedents(store: Store, raw: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
-    """Precedents recorded in a verdict (``precedent_ids`` in the verdict or its provenance), if any."""
-    ids = raw.get("precedent_ids", (raw.get("provenance") or {}).get("precedent_ids"))
+    """Precedents a verdict records as shown (``precedents``; older payloads may lack the field)."""
+    ids = raw.get("precedents", raw.get("precedent_ids", (raw.get("provenance") or {}).get("precedent_ids")))
     if ids is None:
         return [], False
     wanted = [int(i) for i in ids if str(i).isdigit()]

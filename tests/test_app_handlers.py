@@ -220,10 +220,14 @@ def test_untrusted_text_is_escaped_and_media_roots_enforced(ctx: h.ReviewContext
 def test_precedents_recorded_in_a_verdict_are_shown(ctx: h.ReviewContext) -> None:
     h.override(ctx, "demo-02", "bob", category="BENIGN", decision=None, reason_code="other", make_precedent=True)
     raw = json.loads(Verdict.model_validate(latest_verdicts(ctx.store)["demo-03"][1]).model_dump_json())
+    raw.pop("precedents", None)  # a verdict stored before verdicts recorded their precedents
     assert h.shown_precedents(ctx.store, raw) == ([], False)
-    raw["provenance"]["precedent_ids"] = ["1"]
+    raw["precedents"] = []
+    assert h.shown_precedents(ctx.store, raw) == ([], True)
+    raw["precedents"] = ["1"]
     shown, recorded = h.shown_precedents(ctx.store, raw)
     assert recorded and [p["sample_id"] for p in shown] == ["demo-02"]
+    assert "#1" in h.render.precedents_html(shown, recorded)
 
 
 # --------------------------------------------------------------------------- policy editor
