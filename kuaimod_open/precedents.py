@@ -63,8 +63,11 @@ class E5Embedder:
         return np.stack([self._cache[k] for k in keys]) if keys else np.zeros((0, 384), dtype=np.float32)
 
     def query(self, text: str) -> np.ndarray:
-        """Embed a query."""
-        return np.asarray(self._model.query(text), dtype=np.float32)
+        """Embed a query (cached: gates and replays ask for the same sample many times)."""
+        key = "q:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+        if key not in self._cache:
+            self._cache[key] = np.asarray(self._model.query(text), dtype=np.float32)
+        return self._cache[key]
 
 
 class Precedent(BaseModel):
