@@ -92,3 +92,22 @@ def test_bad_model_and_adapter_paths_are_clear_errors(tiny_model, tmp_path):
         HFBackend(str(tmp_path / "no-such-model"), device="cpu")
     with pytest.raises(BackendError, match="adapter directory not found"):
         HFBackend(str(tiny_model), adapter=str(tmp_path / "nope"), device="cpu")
+
+
+def test_out_of_memory_on_a_batch_splits_it_and_retries(policy, template, hf_backend, monkeypatch):
+    import torch
+
+    real = hf_backend._generate_batch
+    sizes: list[int] = []
+
+    def tight_memory(batch, config):
+        sizes.append(len(batch))
+        if len(batch) > 1:  # pretend only one request fits on the GPU
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(batch, config)
+
+    monkeypatch.setattr(hf_backend, "_generate_batch", tight_memory)
+    samples = [Sample(id=f"s{i}", title=f"标题{i}") for i in range(4)]
+    gens = hf_backend.generate(_requests(policy, template, samples), GenerateConfig(max_new_tokens=3, batch_size=4))
+    assert [g.error for g in gens] == [None] * 4 and all(g.text for g in gens)
+    assert sizes == [4, 2, 1, 1, 2, 1, 1]
