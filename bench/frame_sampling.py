@@ -141,6 +141,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("videos", nargs="+", type=Path)
     parser.add_argument("--seconds", type=float, default=6.0, help="time budget per cell (at least one run)")
+    parser.add_argument("--only", default="", help="run only the methods whose name contains this text")
     args = parser.parse_args()
     # Rates are per CPU-second (process time, one decoder thread): on a shared machine wall time
     # also counts other processes' turns on the core; both are printed.
@@ -152,6 +153,8 @@ def main() -> None:
         for k in (8, 16):
             idx = frame_indices(total, k)
             for name, method in METHODS.items():
+                if args.only not in name:
+                    continue
                 if name.startswith("naive") and k != 8:
                     # Decoding everything costs the same whatever k is: reuse the k=8 measurement.
                     per, wall, runs, got = naive_cost

@@ -26,6 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from runner_throughput import make_inputs  # noqa: E402
 
 
+def _count(out: Path) -> int:
+    return len(out.read_bytes().splitlines()) if out.exists() else 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--videos", type=int, default=200)
@@ -66,13 +70,16 @@ def main() -> None:
         started = time.perf_counter()
         for kill in range(args.kills):
             proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(rng.uniform(8, 20))
+            # Kill mid-job: once this run has written something new, at a random moment after that.
+            before = _count(out)
+            while _count(out) <= before and proc.poll() is None:
+                time.sleep(0.2)
+            time.sleep(rng.uniform(0, 6))
             if proc.poll() is not None:
                 break
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-            n = len(out.read_bytes().splitlines()) if out.exists() else 0
-            print(f"kill {kill + 1}: SIGKILL after {time.perf_counter() - started:.0f}s, {n} lines on disk")
+            print(f"kill {kill + 1}: SIGKILL after {time.perf_counter() - started:.0f}s, {_count(out)} lines on disk")
         final = subprocess.run(cmd, capture_output=True, text=True)
         elapsed = time.perf_counter() - started
         print(final.stdout.strip())

@@ -57,7 +57,7 @@ def main() -> None:
     parser.add_argument("--extract", action="store_true", help="also run OCR and ASR (language zh)")
     args = parser.parse_args()
     policy, template = load_policy(default_policy_path()), load_template()
-    print("| videos | extraction | workers | wall s | videos/s | preparation CPU s/video | verdicts |")
+    print("| videos | extraction | workers | wall s | videos/s | prep wall s/video (in a worker) | verdicts |")
     print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         manifest = make_inputs(Path(tmp) / "in", args.videos)

@@ -12,7 +12,7 @@ from .evaluate import eval_cmd, policy_group
 from .feedback import feedback_group, history_cmd, precedents_group, rollback_cmd
 from .moderate import moderate_cmd, tiny_model_cmd
 from .review import review_cmd
-from .serve import serve_cmd
+from .serve import openai_server_cmd, serve_cmd
 from .update import update_group
 
 
@@ -25,6 +25,7 @@ def cli() -> None:
 cli.add_command(moderate_cmd)
 cli.add_command(tiny_model_cmd)
 cli.add_command(serve_cmd)
+cli.add_command(openai_server_cmd)
 cli.add_command(eval_cmd)
 cli.add_command(policy_group)
 cli.add_command(update_group)

@@ -129,3 +129,26 @@ def serve_cmd(
     model_backend = build_backend(backend, model, adapter, device, dtype, base_url, api_key, batch_size)
     uvicorn = require("uvicorn", extra="serve", purpose="the HTTP service")
     uvicorn.run(create_app(settings, pol, tmpl, model_backend, config), host=host, port=port, log_level="info")
+
+
+@click.command("openai-server")
+@click.argument("model")
+@click.option("--served-name", default=None, help="Model name clients must send [default: MODEL].")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--fail-first", type=click.IntRange(0), default=0, help="Answer the first N completions with 503.")
+def openai_server_cmd(model: str, served_name: str | None, device: str, host: str, port: int, fail_first: int) -> None:
+    r"""Serve a local checkpoint (e.g. the tiny model) as an OpenAI-compatible endpoint, for tests.
+
+    \b
+    Example:
+      kuaimod tiny-model /tmp/tiny && kuaimod openai-server /tmp/tiny --port 8000 &
+      kuaimod moderate clips/ --backend openai --model /tmp/tiny --base-url http://127.0.0.1:8000/v1
+    """
+    from ..backends import get_backend
+    from ..openai_compat import create_openai_app
+
+    backend = get_backend("hf", model=model, device=device)
+    uvicorn = require("uvicorn", extra="serve", purpose="the OpenAI-compatible test server")
+    uvicorn.run(create_openai_app(backend, served_name, fail_first=fail_first), host=host, port=port)
