@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kuaimod_open.access import check_secret_file, is_loopback
 from kuaimod_open.errors import ConfigError
 from kuaimod_open.ingest import Sample
 from kuaimod_open.policy import Policy
@@ -41,16 +41,6 @@ class ReviewConfig:
     users: dict[str, str] = field(default_factory=dict)
 
 
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` only accepts connections from this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a host name: it may resolve anywhere, so treat it as exposed
-
-
 def parse_users(text: str, source: str) -> dict[str, str]:
     """``alice:pw,bob:pw2`` (commas or new lines) as a name → password mapping."""
     users: dict[str, str] = {}
@@ -69,6 +59,7 @@ def load_users(users_file: Path | None = None) -> dict[str, str]:
     """Credentials from ``--users-file``, ``KUAIMOD_REVIEW_USERS_FILE`` or ``KUAIMOD_REVIEW_USERS``."""
     path = users_file or (Path(os.environ[USERS_FILE_ENV]) if os.environ.get(USERS_FILE_ENV) else None)
     if path is not None:
+        check_secret_file(path)
         try:
             return parse_users(path.read_text(encoding="utf-8"), str(path))
         except OSError as exc:

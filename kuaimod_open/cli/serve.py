@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from .._lazy import require
+from ..access import check_secret_file, is_loopback
 from ..backends.base import GenerateConfig
 from ..errors import ConfigError
 from ..ingest import SamplingMode
@@ -21,6 +22,7 @@ def read_keys(key_file: Path | None) -> frozenset[str]:
     """API keys from --key-file (one per line, '#' comments) and $KUAIMOD_SERVE_KEYS (comma-separated)."""
     keys = [k.strip() for k in os.environ.get("KUAIMOD_SERVE_KEYS", "").split(",")]
     if key_file is not None:
+        check_secret_file(key_file)
         try:
             keys += [line.split("#")[0].strip() for line in key_file.read_text(encoding="utf-8").splitlines()]
         except OSError as exc:
@@ -100,6 +102,8 @@ def serve_cmd(
 
     pol, tmpl = load_policy_and_template(policy, template)
     keys = read_keys(key_file)
+    if no_auth and not is_loopback(host) and not print_openapi:
+        raise ConfigError(f"--no-auth is only allowed on a loopback address (127.0.0.1), not {host}: pass API keys")
     if not keys and not no_auth and not print_openapi:
         raise ConfigError("No API keys: pass --key-file FILE or set KUAIMOD_SERVE_KEYS (or --no-auth for local tests)")
     settings = ServeSettings(
