@@ -12,6 +12,7 @@ from .evaluate import eval_cmd, policy_group
 from .feedback import feedback_group, history_cmd, precedents_group, rollback_cmd
 from .moderate import moderate_cmd, tiny_model_cmd
 from .review import review_cmd
+from .router import cascade_cmd, train_router_cmd
 from .serve import openai_server_cmd, serve_cmd
 from .update import update_group
 
@@ -34,6 +35,8 @@ cli.add_command(feedback_group)
 cli.add_command(precedents_group)
 cli.add_command(rollback_cmd)
 cli.add_command(history_cmd)
+cli.add_command(train_router_cmd)
+cli.add_command(cascade_cmd)
 
 
 def main() -> None:

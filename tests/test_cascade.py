@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from helpers import verdict_json
+from router_data import synthetic_rows, write_rows
+
+from kuaimod_open.backends.scripted import ScriptedBackend
+from kuaimod_open.errors import ConfigError
+from kuaimod_open.ingest import load_benchmark
+from kuaimod_open.policy import Decision
+from kuaimod_open.verdict import ParseStatus, Stage
+
+pytest.importorskip("sklearn")
+
+from kuaimod_open.cascade import Band, CascadeConfig, band_metrics, bands, run_cascade  # noqa: E402
+from kuaimod_open.router import RouterConfig, train_router  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory):
+    return write_rows(tmp_path_factory.mktemp("rows") / "rows.jsonl", synthetic_rows(40, seed=3))
+
+
+@pytest.fixture(scope="module")
+def samples(data_file):
+    return load_benchmark(data_file)
+
+
+@pytest.fixture(scope="module")
+def router(samples, policy):
+    return train_router(samples, policy, RouterConfig(features=["tfidf"], inner_folds=3))
+
+
+@pytest.fixture(scope="module")
+def middle(router, samples):
+    """Thresholds that put roughly a third of the samples in each band."""
+    p = np.sort(router.score(samples).p_violative)
+    return CascadeConfig(allow_below=float(p[13]), flag_at=float(p[27]))
+
+
+def test_bands_split_on_the_two_thresholds():
+    assert bands([0.01, 0.1, 0.5, 0.9, 0.95], 0.1, 0.9) == [
+        Band.ALLOW,
+        Band.ESCALATE,
+        Band.ESCALATE,
+        Band.FLAG,
+        Band.FLAG,
+    ]
+    m = band_metrics(np.array([0.01, 0.02, 0.5, 0.99]), np.array([0, 1, 1, 1]), 0.1, 0.9)
+    assert m["decided"] == 0.75 and m["violations_allowed"] == pytest.approx(1 / 3) and m["benign_flagged"] == 0.0
+    assert m["allowed_violative_rate"] == 0.5
+
+
+def test_thresholds_come_from_the_card_unless_overridden(router):
+    card = router.card.thresholds
+    assert card.flag_at < 1.0
+    assert CascadeConfig().thresholds(router) == (card.allow_below, card.flag_at)
+    assert CascadeConfig(allow_below=0.2).thresholds(router)[0] == 0.2
+    with pytest.raises(ValueError, match="must not exceed"):
+        CascadeConfig(allow_below=0.8, flag_at=0.3)
+    with pytest.raises(ConfigError, match="overlap"):
+        CascadeConfig(allow_below=1.0).thresholds(router)  # above the card's flag_at
+
+
+def test_without_a_vlm_escalated_videos_go_to_review_never_allow(router, samples, policy, middle):
+    verdicts = run_cascade(samples, policy, router, config=middle)
+    assert [v.sample_id for v in verdicts] == [s.id for s in samples]
+    p = router.score(samples).p_violative
+    for v, score in zip(verdicts, p, strict=True):
+        assert v.stage is Stage.ROUTER and v.status is ParseStatus.OK
+        if score < middle.allow_below:
+            assert v.decision is Decision.ALLOW and "auto_allow" in v.flags and v.category == "BENIGN"
+        elif score >= middle.flag_at:
+            assert "auto_flag" in v.flags and v.category != "BENIGN"
+            assert v.decision == policy.category(v.category or "").action
+        else:
+            assert v.decision is Decision.REVIEW and {"escalated", "no_vlm"} <= set(v.flags)
+            assert v.category is not None and v.confidence is not None  # the router's guess for the reviewer
+    assert sum("escalated" in v.flags for v in verdicts) == 13 + 1
+
+
+def test_escalated_videos_go_to_the_vlm(router, samples, policy, template, middle):
+    backend = ScriptedBackend(default=verdict_json("HATE", 0.8), model_id="vlm")
+    verdicts = run_cascade(samples, policy, router, backend=backend, template=template, config=middle)
+    escalated = [v for v in verdicts if "escalated" in v.flags]
+    assert len(backend.history) == len(escalated) == 14
+    assert all(v.stage is Stage.VLM and v.category == "HATE" and v.provenance.model == "vlm" for v in escalated)
+    assert all(v.stage is Stage.ROUTER for v in verdicts if "escalated" not in v.flags)
+    assert {r.sample_id for r in backend.history} == {v.sample_id for v in escalated}
+    with pytest.raises(ConfigError, match="both"):
+        run_cascade(samples, policy, router, backend=backend)
+
+
+def test_cascade_command_writes_verdicts_without_a_vlm(router, data_file, tmp_path):
+    from kuaimod_open.cli import cli
+
+    folder = router.save(tmp_path / "router")
+    out = tmp_path / "v.jsonl"
+    args = ["cascade", str(data_file), "--router", str(folder), "--out", str(out), "--allow-below", "0.3"]
+    result = CliRunner().invoke(cli, [*args, "--flag-at", "0.7"])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
+    assert len(lines) == 40 and all(x["stage"] == "router" for x in lines)
+    assert all(x["decision"] == "review" for x in lines if "escalated" in x["flags"])
+    assert "verdicts written" in result.output
