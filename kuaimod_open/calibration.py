@@ -159,10 +159,29 @@ def recall_threshold(scores: np.ndarray, labels: np.ndarray, min_recall: float) 
     return float(positives[min(missed, len(positives) - 1)])
 
 
+def roc_auc(p: np.ndarray, y: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney, ties counted half)."""
+    pos, neg = p[y == 1], p[y == 0]
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan")
+    order = np.argsort(np.concatenate([pos, neg]), kind="mergesort")
+    ranks = np.empty(len(order))
+    values = np.concatenate([pos, neg])[order]
+    i = 0
+    while i < len(values):  # average ranks over ties
+        j = i
+        while j + 1 < len(values) and values[j + 1] == values[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
 __all__ = [
     "Calibrator",
     "allow_threshold",
     "fit_calibrator",
     "flag_threshold",
     "recall_threshold",
+    "roc_auc",
 ]

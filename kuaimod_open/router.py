@@ -32,7 +32,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from . import __version__
 from ._lazy import require
-from .calibration import Calibrator, allow_threshold, fit_calibrator, flag_threshold, recall_threshold
+from .calibration import Calibrator, allow_threshold, fit_calibrator, flag_threshold, recall_threshold, roc_auc
 from .errors import ConfigError, InputError
 from .ingest import Sample
 from .policy import Decision, Policy
@@ -320,29 +320,11 @@ def oof_metrics(p: np.ndarray, y: np.ndarray, t: Thresholds) -> dict[str, float]
         "violative_recall": share(pred & pos, pos),
         "benign_precision": share(~pred & neg, ~pred),
         "benign_recall": share(~pred & neg, neg),
-        "auc": round(_auc(p, y), 4),
+        "auc": round(roc_auc(p, y), 4),
         "cascade_decided": round(float((allowed | flagged).mean()), 4),
         "cascade_violations_allowed": share(allowed & pos, pos),
         "cascade_benign_flagged": share(flagged & neg, neg),
     }
-
-
-def _auc(p: np.ndarray, y: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney, ties counted half)."""
-    pos, neg = p[y == 1], p[y == 0]
-    if len(pos) == 0 or len(neg) == 0:
-        return float("nan")
-    order = np.argsort(np.concatenate([pos, neg]), kind="mergesort")
-    ranks = np.empty(len(order))
-    values = np.concatenate([pos, neg])[order]
-    i = 0
-    while i < len(values):  # average ranks over ties
-        j = i
-        while j + 1 < len(values) and values[j + 1] == values[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
 def _describe(config: RouterConfig) -> list[str]:

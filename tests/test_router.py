@@ -13,6 +13,7 @@ from kuaimod_open.calibration import (
     fit_calibrator,
     flag_threshold,
     recall_threshold,
+    roc_auc,
 )
 from kuaimod_open.errors import ConfigError, PolicyError
 from kuaimod_open.ingest import Sample, load_benchmark
@@ -72,6 +73,10 @@ def test_platt_scaling_learns_a_monotone_map_and_isotonic_is_non_decreasing():
     assert fit_calibrator(raw, np.ones(400)).method == "identity"
     restored = Calibrator.model_validate_json(platt.model_dump_json())
     assert np.allclose(restored(grid), platt(grid))
+    from sklearn.metrics import roc_auc_score
+
+    tied = np.round(raw, 1)  # ties count half, as in scikit-learn
+    assert roc_auc(tied, y) == pytest.approx(roc_auc_score(y, tied))
 
 
 def test_thresholds_meet_their_targets_on_the_scores_they_were_chosen_on():
