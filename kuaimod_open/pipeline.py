@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from . import __version__
 from .backends.base import Backend, GenerateConfig, Request
+from .confidence import category_confidence
 from .errors import ConfigError, KuaimodError
 from .extract import ExtractConfig
 from .ingest import DEFAULT_FRAMES, DEFAULT_MAX_SIDE, Sample, SamplingMode, sample_frames
@@ -162,6 +163,7 @@ def _moderate_batch(
                     "input_tokens": gen.input_tokens,
                     "output_tokens": gen.output_tokens,
                     "precedents": shown_ids.get(i, []),
+                    "token_confidence": category_confidence(gen.token_logprobs, gen.text, verdict),
                 }
             )
     return [v for v in results if v is not None]

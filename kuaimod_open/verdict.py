@@ -98,6 +98,9 @@ class Verdict(BaseModel):
     tag: str | None = Field(default=None, description="The category's data label, e.g. 色情低俗")
     other_categories: list[str] = Field(default_factory=list)
     confidence: float | None = None
+    token_confidence: float | None = Field(
+        default=None, description="The model's token probability of the category it wrote (needs logprobs)"
+    )
     evidence: Evidence = Field(default_factory=Evidence)
     summary: str = ""
     rationale: str = Field(default="", description="The model's reasoning, for reviewers")
