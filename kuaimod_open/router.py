@@ -250,7 +250,7 @@ def train_router(
     if min(n_pos, n_neg) < config.inner_folds:
         raise ConfigError(
             f"Need at least {config.inner_folds} violative and {config.inner_folds} benign rows to train a router "
-            f"(got {n_pos} violative, {n_neg} benign); add labelled rows or lower --inner-folds"
+            f"(got {n_pos} violative, {n_neg} benign); add labelled rows of the missing kind"
         )
     feats = features if features is not None else extract_features(samples, config, encoder)
     if EMBEDDING_FEATURES & set(config.features) and feats.embeddings is None:
@@ -261,9 +261,9 @@ def train_router(
     calibrated = calibrator(oof)
     thresholds = choose_thresholds(calibrated, y, config)
     heads = Heads(config).fit(feats, y, codes)
-    model_selection = require("sklearn", extra="router", purpose="training the router")
+    sklearn = require("sklearn", extra="router", purpose="training the router")
     card = RouterCard(
-        library_versions={"scikit-learn": model_selection.__version__, "numpy": np.__version__},
+        library_versions={"scikit-learn": sklearn.__version__, "numpy": np.__version__},
         data_hash=data_hash(samples),
         n_train=len(samples),
         label_counts=dict(Counter(codes).most_common()),
