@@ -60,6 +60,13 @@ class StrictBinary(BaseModel):
     benign_recall: float
     benign_precision: float
     answered: int
+    violative: int = Field(default=0, description="gold violative samples")
+    benign: int = Field(default=0, description="gold benign samples")
+
+    @property
+    def majority_accuracy(self) -> float:
+        """Accuracy of always answering the more frequent gold class (the trivial baseline)."""
+        return max(self.violative, self.benign) / self.n if self.n else 0.0
 
 
 class Distribution(BaseModel):
@@ -207,6 +214,8 @@ def _strict_binary(gold: list[str], pred: list[str], benign: str) -> StrictBinar
         benign_recall=passed / gold_b if gold_b else 0.0,
         benign_precision=passed / allowed if allowed else 0.0,
         answered=len(answered),
+        violative=gold_v,
+        benign=gold_b,
     )
 
 

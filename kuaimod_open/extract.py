@@ -388,4 +388,3 @@ def _frame_size(path: Path) -> list[int]:
             return list(image.size)
     except OSError:
         return []
-

@@ -4,7 +4,8 @@ Both the current and the candidate configuration are evaluated on the same golde
 human decisions from the feedback store plus labelled benchmark rows). The candidate passes only
 if the target metric improves by at least ``min_improvement``, no category with enough support
 loses more than ``category_tolerance`` recall, and the share of verdicts sent to human review does
-not grow by more than ``max_review_increase``. Every decision is stored with its numbers.
+not grow by more than ``max_review_increase``. With nothing to compare against (the first router),
+the candidate must beat always predicting the majority class. Every decision is stored with its numbers.
 """
 
 from __future__ import annotations
@@ -71,15 +72,26 @@ def compare(
     baseline_report: EvalReport | None,
     config: GateConfig | None = None,
 ) -> GateResult:
-    """Decide whether ``candidate`` may replace ``baseline`` (no baseline: it must simply answer)."""
+    """Decide whether ``candidate`` may replace ``baseline``.
+
+    Without a baseline the candidate must answer and beat always predicting the majority class.
+    """
     config = config or GateConfig()
     new = gate_metrics(candidate_report)
     reasons: list[str] = []
     deltas: dict[str, float] = {}
     if baseline_report is None:
+        # Nothing to compare with (the first router, say): the candidate must at least answer and beat
+        # the trivial predictor that always names the majority class, or a degenerate first model (all
+        # "violative" from a handful of labels) would become the baseline every later candidate must beat.
         old: dict[str, float] = {}
-        passed = candidate_report.strict_binary.answered > 0
-        reasons.append("no baseline: promoted because it answers" if passed else "no baseline and no answers")
+        binary = candidate_report.strict_binary
+        floor = binary.majority_accuracy
+        passed = binary.answered > 0 and binary.accuracy > floor
+        reasons.append(
+            f"no baseline: strict_accuracy {binary.accuracy:.4f} vs majority-class {floor:.4f}"
+            + ("" if binary.answered else "; no answers")
+        )
     else:
         old = gate_metrics(baseline_report)
         gain = new[config.target] - old[config.target]

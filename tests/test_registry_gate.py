@@ -132,3 +132,15 @@ def test_golden_and_training_sets_split_human_decisions(policy, store):
     assert held and held == {f"s{i}" for i in range(40) if is_holdout(f"s{i}")}
     assert held.isdisjoint({s.id for s in train}) and len(held) + len(train) == 40
     assert all(s.label == "辱骂、引战、宣扬仇恨" for s in train) and "b2" not in {s.id for s in gold}
+
+
+def test_without_a_baseline_the_candidate_must_beat_the_majority_class(policy):
+    # GOLD is 8 violative / 4 benign: always saying "violative" scores 8/12 and must not pass.
+    all_flagged = _report(policy, _answers(["PORN_VULGAR"] * 12))
+    assert all_flagged.strict_binary.majority_accuracy == pytest.approx(8 / 12)
+    degenerate = compare("router", "r1", "(none)", all_flagged, None)
+    assert not degenerate.passed and "majority-class 0.6667" in degenerate.reasons[0]
+    useful = _report(policy, _answers(["BENIGN"] * 3 + ["PORN_VULGAR"] + ["PORN_VULGAR"] * 4 + ["PRIVATE_DEAL"] * 4))
+    assert compare("router", "r1", "(none)", useful, None).passed  # 11/12 > 8/12
+    silent = _report(policy, _answers(["NOPE"] * 12))
+    assert not compare("router", "r1", "(none)", silent, None).passed

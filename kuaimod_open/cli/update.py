@@ -135,6 +135,95 @@ def update_policy_cmd(
     click.echo(result.message)
 
 
+@update_group.command("router")
+@db_option
+@click.option(
+    "--policy",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Policy [default: the active policy in the store, else prompts/policy.yaml].",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("routers"),
+    show_default=True,
+    help="Folder that receives one sub-folder per trained router.",
+)
+@click.option("--data", default=None, help="Labelled benchmark rows added to the golden set (JSONL or hf://...).")
+@click.option(
+    "--train-data",
+    multiple=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Extra labelled KuaiMod-format rows to train on besides the decisions (repeatable; golden rows are dropped).",
+)
+@click.option(
+    "--features",
+    default="tfidf,e5,knn",
+    show_default=True,
+    help="Comma-separated: tfidf, e5, knn (see kuaimod train-router).",
+)
+@click.option("--holdout", type=click.FloatRange(0.0, 0.9), default=0.2, show_default=True)
+@click.option("--force", is_flag=True, help="Retrain even when no new decisions arrived.")
+@gate_options
+def update_router_cmd(
+    db: str,
+    policy: Path | None,
+    out: Path,
+    data: str | None,
+    train_data: tuple[Path, ...],
+    features: str,
+    holdout: float,
+    force: bool,
+    target: str,
+    min_improvement: float,
+    tolerance: float,
+    max_review_increase: float,
+) -> None:
+    r"""Retrain the first-stage router with the new human decisions; promote it only through the gate.
+
+    Training rows: decided samples not held out for the gate, plus --train-data. The candidate and the
+    active router both score the golden set (held-out decisions + --data rows); the decision is stored.
+
+    \b
+    Examples:
+      kuaimod update router --db sqlite:///kuaimod.db --data benchmark.jsonl
+      kuaimod update router --db sqlite:///kuaimod.db --train-data extra.jsonl --features tfidf
+    """
+    from ..gate import GateConfig, golden_set
+    from ..hub import load_eval_data
+    from ..ingest import load_benchmark
+    from ..registry import active_policy
+    from ..router_model import RouterConfig
+    from ..updaters.router import update_router
+
+    store = Store(db)
+    pol = load_policy(policy) if policy else active_policy(store, default=default_policy_path())[0]
+    names = [f.strip() for f in features.split(",") if f.strip()]
+    unknown = sorted(set(names) - {"tfidf", "e5", "knn"})
+    if unknown or not names:
+        raise click.BadParameter(f"unknown feature(s) {unknown or names}; use tfidf, e5, knn", param_hint="--features")
+    benchmark = load_eval_data(data)[0] if data else []
+    extra = [s for path in train_data for s in load_benchmark(path)]
+    result = update_router(
+        store,
+        pol,
+        out,
+        golden=golden_set(store, pol, benchmark, holdout=holdout),
+        extra_train=extra,
+        config=RouterConfig.model_validate({"features": names}),
+        gate_config=GateConfig(
+            target=target,
+            min_improvement=min_improvement,
+            category_tolerance=tolerance,
+            max_review_increase=max_review_increase,
+        ),
+        holdout=holdout,
+        force=force,
+    )
+    click.echo(result.message)
+
+
 from .update_lora import lora_cmd  # noqa: E402  # after the group exists; the module defines the command only
 
 update_group.add_command(lora_cmd)

@@ -14,10 +14,8 @@ One run, safe from cron:
 
 from __future__ import annotations
 
-import os
 import shutil
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -35,6 +33,7 @@ from ..policy import Policy
 from ..prompt import Template
 from ..registry import Artefact, Status, activate, active, get, history, register, set_status
 from ..store import Store
+from .lock import run_lock
 from .lora_train import LoraTrainConfig, TrainResult, release_memory, train_lora
 from .tag2cot import DataCounts, DataSnapshot, Tag2CoTTemplate, build_training_data
 
@@ -85,41 +84,6 @@ def read_meta(adapter_dir: str | Path) -> AdapterMeta:
     if not path.is_file():
         raise ConfigError(f"{path} not found: not an adapter written by `kuaimod update lora`")
     return AdapterMeta.model_validate_json(path.read_text(encoding="utf-8"))
-
-
-@contextmanager
-def run_lock(folder: Path) -> Iterator[None]:
-    """One ``update lora`` at a time per adapters folder: cron may start a run while one still trains."""
-    folder.mkdir(parents=True, exist_ok=True)
-    lock = folder / ".update-lora.lock"
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            break
-        except FileExistsError:
-            if _holder_alive(lock):
-                raise ConfigError(
-                    f"another `kuaimod update lora` is running ({lock} exists); wait for it, or delete the file "
-                    "if that run is gone"
-                ) from None
-            lock.unlink(missing_ok=True)  # stale: its process died
-    else:
-        raise ConfigError(f"cannot take the lock {lock}")
-    try:
-        os.write(fd, str(os.getpid()).encode())
-        os.close(fd)
-        yield
-    finally:
-        lock.unlink(missing_ok=True)
-
-
-def _holder_alive(lock: Path) -> bool:
-    try:
-        pid = int(lock.read_text().strip() or 0)
-        os.kill(pid, 0)
-    except (OSError, ValueError):
-        return False
-    return pid > 0
 
 
 def _new_name(store: Store, folder: Path) -> str:
@@ -215,7 +179,7 @@ def update_lora(
     folder = Path(out_dir)
     if make_backend is None:
         make_backend = _hf_factory(base_model, train_config)
-    with run_lock(folder):
+    with run_lock(folder, "update lora"):
         before = store.watermark(WATERMARK)
         fresh = feedback_rows(store, after_id=before, kinds=LABEL_KINDS)
         if not fresh:
