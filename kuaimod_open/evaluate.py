@@ -83,6 +83,7 @@ class EvalReport(BaseModel):
 
     n: int
     text_only: bool
+    benign: str = Field(default="", description="policy code of the benign class")
     official_binary: OfficialBinary
     official_multi: OfficialMulti
     strict_binary: StrictBinary
@@ -164,6 +165,7 @@ def evaluate(
     return EvalReport(
         n=n,
         text_only=all(not s.frames and s.video is None for s in samples),
+        benign=policy.benign,
         official_binary=official_binary((tag, binary_judgement(v, policy)) for tag, v in pairs),
         official_multi=official_multi((tag, multi_judgement(v)) for tag, v in pairs),
         strict_binary=_strict_binary(gold_codes, pred_codes, policy.benign),

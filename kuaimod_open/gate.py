@@ -2,8 +2,9 @@
 
 Both the current and the candidate configuration are evaluated on the same golden set (held-out
 human decisions from the feedback store plus labelled benchmark rows). The candidate passes only
-if the target metric improves by at least ``min_improvement``, no category with enough support
-loses more than ``category_tolerance`` recall, and the share of verdicts sent to human review does
+if the target metric improves by at least ``min_improvement``, no violation category with enough
+support loses more than ``category_tolerance`` recall, benign recall (the complement of false
+flags) drops by at most ``benign_tolerance``, and the share of verdicts sent to human review does
 not grow by more than ``max_review_increase``. With nothing to compare against (the first router),
 the candidate must beat always predicting the majority class. Every decision is stored with its numbers.
 """
@@ -32,7 +33,18 @@ class GateConfig(BaseModel):
 
     target: str = Field(default="strict_accuracy", description=f"one of {', '.join(TARGETS)}")
     min_improvement: float = Field(default=0.0, ge=0.0, description="the candidate must beat the baseline by more")
-    category_tolerance: float = Field(default=0.02, ge=0.0, description="largest allowed recall drop per category")
+    category_tolerance: float = Field(
+        default=0.02, ge=0.0, description="largest allowed recall drop of any violation category"
+    )
+    benign_tolerance: float = Field(
+        default=0.10,
+        ge=0.0,
+        description=(
+            "largest allowed drop of benign recall (i.e. growth of false flags). Looser than the per-category "
+            "rule on purpose: catching more violations usually costs a little benign recall, and the same 0.02 "
+            "would entrench a baseline that rarely flags anything"
+        ),
+    )
     min_support: int = Field(default=3, ge=1, description="categories with fewer gold samples are not checked")
     max_review_increase: float = Field(default=0.05, ge=0.0)
 
@@ -101,14 +113,17 @@ def compare(
             f"needs > {config.min_improvement:+.4f})"
         )
         before = {c.code: c for c in baseline_report.categories}
+        benign = candidate_report.benign
         for cat in candidate_report.categories:
             ref = before.get(cat.code)
             if ref is None or ref.support < config.min_support:
                 continue
             deltas[cat.code] = cat.recall - ref.recall
-            if deltas[cat.code] < -config.category_tolerance:
+            tolerance = config.benign_tolerance if cat.code == benign else config.category_tolerance
+            if deltas[cat.code] < -tolerance:
                 passed = False
-                reasons.append(f"{cat.code} recall regressed {ref.recall:.3f} -> {cat.recall:.3f}")
+                what = "benign recall (more false flags)" if cat.code == benign else f"{cat.code} recall"
+                reasons.append(f"{what} regressed {ref.recall:.3f} -> {cat.recall:.3f} (tolerance {tolerance:.2f})")
         review_gain = new["review_share"] - old["review_share"]
         if review_gain > config.max_review_increase:
             passed = False

@@ -144,3 +144,25 @@ def test_without_a_baseline_the_candidate_must_beat_the_majority_class(policy):
     assert compare("router", "r1", "(none)", useful, None).passed  # 11/12 > 8/12
     silent = _report(policy, _answers(["NOPE"] * 12))
     assert not compare("router", "r1", "(none)", silent, None).passed
+
+
+def test_benign_recall_has_its_own_tolerance(policy):
+    gold = ["正向"] * 20 + ["色情低俗"] * 10
+
+    def report(benign_missed: int, porn_caught: int):
+        codes = ["PORN_VULGAR"] * benign_missed + ["BENIGN"] * (20 - benign_missed)
+        codes += ["PORN_VULGAR"] * porn_caught + ["BENIGN"] * (10 - porn_caught)
+        return _report(policy, [(tag, verdict_json(code)) for tag, code in zip(gold, codes, strict=True)])
+
+    shy = report(0, 2)  # flags almost nothing: benign recall 1.0
+    # catching 6 more violations for 2 more false flags (benign recall -0.10) is an improvement
+    better = compare("router", "r2", "r1", report(2, 8), shy)
+    assert better.passed, better.reasons
+    assert better.category_recall_deltas["BENIGN"] == pytest.approx(-0.10)
+    # 4 more false flags (-0.20) exceeds the benign tolerance even though accuracy rises
+    flaggy = compare("router", "r2", "r1", report(4, 10), shy)
+    assert not flaggy.passed and any("more false flags" in r for r in flaggy.reasons)
+    assert compare("router", "r2", "r1", report(4, 10), shy, GateConfig(benign_tolerance=0.25)).passed
+    # a violation category keeps the strict per-category tolerance
+    fewer = compare("router", "r2", "r1", report(0, 1), report(0, 2), GateConfig(target="macro_f1"))
+    assert not fewer.passed and any("PORN_VULGAR recall regressed" in r for r in fewer.reasons)

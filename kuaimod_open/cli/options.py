@@ -92,7 +92,7 @@ def frame_options(func: F) -> F:
         type=click.Choice([m.value for m in SamplingMode]),
         default="uniform",
         show_default=True,
-        help="uniform: evenly spread; scene: one frame per detected shot.",
+        help="uniform: evenly spread; scene: one frame per detected shot; keyframe: nearest key frames (fastest).",
     )(func)
     func = click.option(
         "--frames",

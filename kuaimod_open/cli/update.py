@@ -20,7 +20,7 @@ def update_group() -> None:
 
 
 def gate_options(func: F) -> F:
-    """--target, --min-improvement, --tolerance, --max-review-increase."""
+    """--target, --min-improvement, --tolerance, --benign-tolerance, --max-review-increase."""
     options = [
         click.option(
             "--target",
@@ -35,7 +35,14 @@ def gate_options(func: F) -> F:
             type=float,
             default=0.02,
             show_default=True,
-            help="Largest allowed recall drop of any category (with >= 3 golden samples).",
+            help="Largest allowed recall drop of any violation category (with >= 3 golden samples).",
+        ),
+        click.option(
+            "--benign-tolerance",
+            type=float,
+            default=0.10,
+            show_default=True,
+            help="Largest allowed drop of benign recall (growth of false flags).",
         ),
         click.option("--max-review-increase", type=float, default=0.05, show_default=True),
     ]
@@ -87,6 +94,7 @@ def update_policy_cmd(
     target: str,
     min_improvement: float,
     tolerance: float,
+    benign_tolerance: float,
     max_review_increase: float,
     vlm_gate: bool,
 ) -> None:
@@ -125,6 +133,7 @@ def update_policy_cmd(
         target=target,
         min_improvement=min_improvement,
         category_tolerance=tolerance,
+        benign_tolerance=benign_tolerance,
         max_review_increase=max_review_increase,
     )
     result = update_policy(store, base_path, versions_dir, predictor=predictor, golden=golden, gate_config=config)
@@ -178,6 +187,7 @@ def update_router_cmd(
     target: str,
     min_improvement: float,
     tolerance: float,
+    benign_tolerance: float,
     max_review_increase: float,
 ) -> None:
     r"""Retrain the first-stage router with the new human decisions; promote it only through the gate.
@@ -216,6 +226,7 @@ def update_router_cmd(
             target=target,
             min_improvement=min_improvement,
             category_tolerance=tolerance,
+            benign_tolerance=benign_tolerance,
             max_review_increase=max_review_increase,
         ),
         holdout=holdout,
