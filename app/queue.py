@@ -65,7 +65,7 @@ class QueueItem:
             self.title[:60],
             str(v.decision),
             v.category or NO_CATEGORY,
-            "" if v.confidence is None else round(v.confidence, 2),
+            "" if (c := shown_confidence(v)) is None else round(c, 2),
             str(self.severity) if self.severity else "?",
             self.reports,
             ", ".join(self.reasons),
@@ -80,13 +80,26 @@ def _utc(value: Any) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
+def shown_confidence(verdict: Verdict) -> float | None:
+    """The best confidence a verdict carries: calibrated > the model's token probability > self-reported."""
+    for value in (verdict.calibrated_confidence, verdict.token_confidence, verdict.confidence):
+        if value is not None:
+            return value
+    return None
+
+
 def uncertainty(verdict: Verdict) -> float:
-    """How unsure the model was: 1.0 for no usable answer, else one minus its confidence."""
+    """How unsure the model was: 1.0 for no usable answer, else one minus its best confidence.
+
+    A calibrated token confidence (``kuaimod moderate --confidence-calibration``) is a measured
+    probability of being right, so it ranks the queue better than a number the model wrote.
+    """
     if verdict.status in (ParseStatus.UNPARSED, ParseStatus.ERROR):
         return 1.0
-    if verdict.confidence is None:
+    confidence = shown_confidence(verdict)
+    if confidence is None:
         return 0.75  # a loose (flexible) answer without a stated confidence
-    return round(1.0 - verdict.confidence, 4)
+    return round(1.0 - confidence, 4)
 
 
 def severity_of(verdict: Verdict, policy: Policy) -> Severity | None:

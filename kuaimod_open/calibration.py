@@ -78,20 +78,39 @@ def fit_calibrator(
     return Calibrator(method="sigmoid", a=a, b=b)
 
 
-def _platt(z: np.ndarray, t: np.ndarray, iterations: int = 50) -> tuple[float, float]:
-    """Newton's method for logistic regression on one feature, with Platt's smoothed targets."""
+def _platt(z: np.ndarray, t: np.ndarray, iterations: int = 100) -> tuple[float, float]:
+    """Newton's method for logistic regression on one feature, with Platt's smoothed targets.
+
+    Each Newton step is halved until the log-loss does not increase: plain Newton from (1, 0)
+    diverges when the scores are far from calibrated (e.g. an over-confident VLM whose 0.99 is
+    right 60% of the time), because the curvature is tiny where the start predicts 0 or 1.
+    """
     n_pos, n_neg = float(t.sum()), float(len(t) - t.sum())
     # Platt's targets keep the fit finite when the scores separate the classes perfectly.
     target = np.where(t > 0.5, (n_pos + 1.0) / (n_pos + 2.0), 1.0 / (n_neg + 2.0))
+
+    def loss(a: float, b: float) -> float:
+        m = a * z + b
+        return float(np.sum(np.logaddexp(0.0, m) - target * m))
+
     a, b = 1.0, 0.0
+    current = loss(a, b)
     for _ in range(iterations):
-        p = 1.0 / (1.0 + np.exp(-(a * z + b)))
+        p = 0.5 * (1.0 + np.tanh(0.5 * (a * z + b)))  # the logistic function, without overflow
         w = np.maximum(p * (1.0 - p), 1e-12)
         grad = np.array([np.sum((p - target) * z), np.sum(p - target)])
         hess = np.array([[np.sum(w * z * z), np.sum(w * z)], [np.sum(w * z), np.sum(w)]]) + 1e-9 * np.eye(2)
         step = np.linalg.solve(hess, grad)
-        a, b = a - float(step[0]), b - float(step[1])
-        if float(np.abs(step).max()) < 1e-10:
+        scale = 1.0
+        while scale > 1e-10:
+            trial = loss(a - scale * float(step[0]), b - scale * float(step[1]))
+            if trial <= current:
+                break
+            scale *= 0.5
+        else:
+            break  # no descent direction left: at the optimum up to rounding
+        a, b, current = a - scale * float(step[0]), b - scale * float(step[1]), trial
+        if float(np.abs(scale * step).max()) < 1e-10:
             break
     return a, b
 

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from . import __version__
 from .backends.base import Backend, GenerateConfig, Request
-from .confidence import category_confidence
+from .confidence import ConfidenceCalibration, category_confidence
 from .errors import ConfigError, KuaimodError
 from .extract import ExtractConfig
 from .ingest import DEFAULT_FRAMES, DEFAULT_MAX_SIDE, Sample, SamplingMode, sample_frames
@@ -41,6 +41,8 @@ class ModerationConfig:
     limits: PromptLimits = field(default_factory=PromptLimits)
     # OCR/ASR for raw videos whose text fields are empty (kuaimod_open.extract); None: off.
     extract: ExtractConfig | None = None
+    # Maps token confidence to a calibrated probability (kuaimod calibrate-confidence); needs logprobs on.
+    confidence_calibration: ConfidenceCalibration | None = None
 
 
 class ShownPrecedents(Protocol):
@@ -89,6 +91,7 @@ def provenance_for(
         policy_digest=policy.digest,
         prompt_digest=template.digest,
         generate_digest=config.generate.digest(),
+        calibration_digest=config.confidence_calibration.digest if config.confidence_calibration else None,
         frame_timestamps=sample.timestamps,
         package_version=__version__,
     )
@@ -157,13 +160,16 @@ def _moderate_batch(
                 verdict = verdict.model_copy(
                     update={"decision": Decision.REVIEW, "flags": [*verdict.flags, *injection[i]]}
                 )
+            token_confidence = category_confidence(gen.token_logprobs, gen.text, verdict)
+            calibration = config.confidence_calibration
             results[i] = verdict.model_copy(
                 update={
                     "latency_s": gen.latency_s,
                     "input_tokens": gen.input_tokens,
                     "output_tokens": gen.output_tokens,
                     "precedents": shown_ids.get(i, []),
-                    "token_confidence": category_confidence(gen.token_logprobs, gen.text, verdict),
+                    "token_confidence": token_confidence,
+                    "calibrated_confidence": calibration.apply(token_confidence) if calibration else None,
                 }
             )
     return [v for v in results if v is not None]

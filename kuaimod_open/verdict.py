@@ -82,6 +82,7 @@ class Provenance(BaseModel):
     policy_digest: str
     prompt_digest: str
     generate_digest: str | None = None
+    calibration_digest: str | None = Field(default=None, description="sha256 prefix of the confidence calibration")
     frame_timestamps: list[float | None] = Field(default_factory=list)
     package_version: str
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
@@ -100,6 +101,10 @@ class Verdict(BaseModel):
     confidence: float | None = None
     token_confidence: float | None = Field(
         default=None, description="The model's token probability of the category it wrote (needs logprobs)"
+    )
+    calibrated_confidence: float | None = Field(
+        default=None,
+        description="token_confidence through a fitted calibration: estimated probability the category is right",
     )
     evidence: Evidence = Field(default_factory=Evidence)
     summary: str = ""

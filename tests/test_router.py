@@ -79,6 +79,23 @@ def test_platt_scaling_learns_a_monotone_map_and_isotonic_is_non_decreasing():
     assert roc_auc(tied, y) == pytest.approx(roc_auc_score(y, tied))
 
 
+def test_platt_converges_on_badly_over_confident_scores():
+    # Scores near 1 that are right ~60% of the time: plain Newton from a=1, b=0 used to diverge here.
+    from sklearn.linear_model import LogisticRegression
+
+    from kuaimod_open.calibration import _logit
+
+    rng = np.random.default_rng(1)
+    raw = rng.uniform(0.9, 0.9999, 500)
+    y = (rng.random(500) < 0.4 + 0.3 * (raw - 0.9) / 0.1).astype(int)
+    platt = fit_calibrator(raw, y, "sigmoid")
+    assert np.isfinite([platt.a, platt.b]).all()
+    reference = LogisticRegression(C=1e6).fit(_logit(raw)[:, None], y)
+    grid = np.linspace(0.9, 0.9999, 20)
+    expected = reference.predict_proba(_logit(grid)[:, None])[:, 1]
+    assert np.allclose(platt(grid), expected, atol=0.02)  # Platt's smoothed targets differ by ~1/n
+
+
 def test_thresholds_meet_their_targets_on_the_scores_they_were_chosen_on():
     rng = np.random.default_rng(1)
     y = np.array([1] * 200 + [0] * 300)

@@ -8,6 +8,7 @@ import click
 
 from .. import __version__
 from ..errors import KuaimodError
+from .confidence import calibrate_confidence_cmd
 from .evaluate import eval_cmd, policy_group
 from .feedback import feedback_group, history_cmd, precedents_group, rollback_cmd
 from .moderate import moderate_cmd, tiny_model_cmd
@@ -37,6 +38,7 @@ cli.add_command(rollback_cmd)
 cli.add_command(history_cmd)
 cli.add_command(train_router_cmd)
 cli.add_command(cascade_cmd)
+cli.add_command(calibrate_confidence_cmd)
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ from ..backends.base import GenerateConfig
 from ..errors import ConfigError
 from ..evaluate import evaluate
 from ..hub import load_eval_data
-from ..ingest import Sample
+from ..ingest import Sample, SamplingMode
 from ..official import official_binary, official_multi, read_predictions
 from ..pipeline import ModerationConfig, completed_ids, moderate, run_batch
 from ..policy import Policy, load_policy
@@ -21,6 +21,7 @@ from ..policy_diff import Predictor, diff_policies, render_diff
 from ..prompt import Template
 from ..report import write_predictions, write_report
 from ..verdict import Verdict
+from .confidence import confidence_options, generate_config
 from .options import backend_options, build_backend, frame_options, load_policy_and_template, policy_options
 
 TEXT_ONLY_NOTE = (
@@ -90,6 +91,7 @@ def router_option(func: Any) -> Any:
 @click.option("--resume", is_flag=True, help="Continue a run whose verdicts.jsonl is already in the report folder.")
 @click.option("--plots/--no-plots", default=True, show_default=True)
 @click.option("--progress/--no-progress", default=True, show_default=True)
+@confidence_options
 def eval_cmd(
     predictions: Path | None,
     mode: str,
@@ -116,6 +118,8 @@ def eval_cmd(
     resume: bool,
     plots: bool,
     progress: bool,
+    logprobs: bool,
+    confidence_calibration: Path | None,
 ) -> None:
     r"""Evaluate on the KuaiMod benchmark with the official metrics plus per-category reports.
 
@@ -161,11 +165,14 @@ def eval_cmd(
     else:
         if out.exists() and completed_ids(out) and not resume:
             raise ConfigError(f"{out} already holds verdicts: pass --resume to continue that run, or another --report")
+        generate, calibration = generate_config(max_new_tokens, batch_size, logprobs, confidence_calibration)
         config = ModerationConfig(
             frames=frames_k,
             max_side=max_side,
+            sampling=SamplingMode(sampling),
             frames_dir=report_dir / "frames",
-            generate=GenerateConfig(max_new_tokens=max_new_tokens, batch_size=batch_size),
+            generate=generate,
+            confidence_calibration=calibration,
         )
         model_backend = build_backend(backend, model, adapter, device, dtype, base_url, api_key, batch_size)
         run_batch(samples, pol, model_backend, tmpl, out, config, progress=progress)

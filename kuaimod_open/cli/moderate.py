@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from ..backends import DEFAULT_HF_MODEL
-from ..backends.base import GenerateConfig
 from ..errors import ConfigError
 from ..extract import OFFLINE_WHISPER, ExtractConfig, check_available
 from ..ingest import SamplingMode
@@ -17,6 +16,7 @@ from ..manifest import collect_items
 from ..pipeline import ModerationConfig, RunSummary
 from ..policy import default_policy_path
 from ..runner import JobSummary, RunnerConfig, run_job
+from .confidence import confidence_options, generate_config
 from .options import backend_options, build_backend, frame_options, load_policy_and_template, policy_options
 
 if TYPE_CHECKING:
@@ -133,6 +133,7 @@ def extract_config(ocr: bool, asr: bool, asr_language: str, asr_model: str) -> E
 @click.option("--ray-actors", type=click.IntRange(1, 1024), default=1, show_default=True, help="Model replicas.")
 @click.option("--ray-gpus-per-actor", type=click.FloatRange(0, 8), default=0.0, show_default=True)
 @click.option("--progress/--no-progress", default=True, show_default=True)
+@confidence_options
 def moderate_cmd(
     inputs: tuple[Path, ...],
     policy: Path | None,
@@ -166,6 +167,8 @@ def moderate_cmd(
     ray_actors: int,
     ray_gpus_per_actor: float,
     progress: bool,
+    logprobs: bool,
+    confidence_calibration: Path | None,
 ) -> None:
     r"""Moderate videos (files, folders, manifests) or KuaiMod-format .jsonl rows; one verdict JSON line each.
 
@@ -190,13 +193,15 @@ def moderate_cmd(
             policy = active_policy(store, default=default_policy_path())[1]
     pol, tmpl = load_policy_and_template(policy, template)
     items = collect_items(inputs, manifests, frames_root)
+    generate, calibration = generate_config(max_new_tokens, batch_size, logprobs, confidence_calibration)
     config = ModerationConfig(
         frames=frames_k,
         max_side=max_side,
         sampling=SamplingMode(sampling),
         frames_dir=work_dir or out.with_name(out.name + ".frames"),
-        generate=GenerateConfig(max_new_tokens=max_new_tokens, batch_size=batch_size),
+        generate=generate,
         extract=extract_config(ocr, asr, asr_language, asr_model),
+        confidence_calibration=calibration,
     )
     runner = RunnerConfig(workers=workers, parquet=parquet, progress=progress)
     if engine == "ray":
