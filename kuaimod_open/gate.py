@@ -3,10 +3,11 @@
 Both the current and the candidate configuration are evaluated on the same golden set (held-out
 human decisions from the feedback store plus labelled benchmark rows). The candidate passes only
 if the target metric improves by at least ``min_improvement``, no violation category with enough
-support loses more than ``category_tolerance`` recall, benign recall (the complement of false
-flags) drops by at most ``benign_tolerance``, and the share of verdicts sent to human review does
-not grow by more than ``max_review_increase``. With nothing to compare against (the first router),
-the candidate must beat always predicting the majority class. Every decision is stored with its numbers.
+support loses more than ``category_tolerance`` recall (and at least ``min_lost`` samples), benign
+recall (the complement of false flags) drops by at most ``benign_tolerance``, and the share of
+verdicts sent to human review does not grow by more than ``max_review_increase``. With nothing to
+compare against (the first router), the candidate must beat always predicting the majority class.
+Every decision is stored with its numbers.
 """
 
 from __future__ import annotations
@@ -46,6 +47,14 @@ class GateConfig(BaseModel):
         ),
     )
     min_support: int = Field(default=3, ge=1, description="categories with fewer gold samples are not checked")
+    min_lost: int = Field(
+        default=2,
+        ge=1,
+        description=(
+            "a category counts as regressed only if the candidate also misses at least this many more of its "
+            "golden samples: on a golden set of a few hundred rows, one sample of a small category is noise"
+        ),
+    )
     max_review_increase: float = Field(default=0.05, ge=0.0)
 
 
@@ -120,7 +129,8 @@ def compare(
                 continue
             deltas[cat.code] = cat.recall - ref.recall
             tolerance = config.benign_tolerance if cat.code == benign else config.category_tolerance
-            if deltas[cat.code] < -tolerance:
+            lost = round(-deltas[cat.code] * ref.support)
+            if deltas[cat.code] < -tolerance and lost >= config.min_lost:
                 passed = False
                 what = "benign recall (more false flags)" if cat.code == benign else f"{cat.code} recall"
                 reasons.append(f"{what} regressed {ref.recall:.3f} -> {cat.recall:.3f} (tolerance {tolerance:.2f})")

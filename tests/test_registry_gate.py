@@ -96,13 +96,22 @@ def test_gate_promotes_a_better_candidate_and_records_it(policy, store):
 
 
 def test_gate_rejects_a_regression_hidden_by_the_average(policy):
-    base = _report(policy, _answers(["BENIGN"] * 4 + ["PORN_VULGAR"] * 2 + ["BENIGN"] * 2 + ["PRIVATE_DEAL"] * 4))
-    # better on average, but one category loses a quarter of its recall
-    worse = _report(policy, _answers(["BENIGN"] * 4 + ["PORN_VULGAR"] * 4 + ["PRIVATE_DEAL"] * 3 + ["BENIGN"]))
+    base = _report(policy, _answers(["BENIGN"] * 4 + ["PORN_VULGAR"] + ["BENIGN"] * 3 + ["PRIVATE_DEAL"] * 4))
+    # better on average, but one category loses half of its recall (two samples)
+    worse = _report(policy, _answers(["BENIGN"] * 4 + ["PORN_VULGAR"] * 4 + ["PRIVATE_DEAL"] * 2 + ["BENIGN"] * 2))
     result = compare("policy", "1.1.0", "1.0.0", worse, base, GateConfig(target="violative_recall"))
     assert result.candidate_metrics["violative_recall"] > result.baseline_metrics["violative_recall"]
     assert not result.passed
     assert any("PRIVATE_DEAL recall regressed" in r for r in result.reasons)
+
+
+def test_a_single_lost_sample_is_not_a_category_regression_by_default(policy):
+    base = _report(policy, _answers(["BENIGN"] * 4 + ["PORN_VULGAR"] + ["BENIGN"] * 3 + ["PRIVATE_DEAL"] * 4))
+    one_less = _report(policy, _answers(["BENIGN"] * 4 + ["PORN_VULGAR"] * 4 + ["PRIVATE_DEAL"] * 3 + ["BENIGN"]))
+    config = GateConfig(target="violative_recall")
+    assert compare("policy", "1.1.0", "1.0.0", one_less, base, config).passed  # 1 of 4: noise on 12 rows
+    strict = compare("policy", "1.1.0", "1.0.0", one_less, base, GateConfig(target="violative_recall", min_lost=1))
+    assert not strict.passed and any("PRIVATE_DEAL recall regressed" in r for r in strict.reasons)
 
 
 def test_gate_rejects_a_flood_of_reviews(policy):
@@ -164,5 +173,5 @@ def test_benign_recall_has_its_own_tolerance(policy):
     assert not flaggy.passed and any("more false flags" in r for r in flaggy.reasons)
     assert compare("router", "r2", "r1", report(4, 10), shy, GateConfig(benign_tolerance=0.25)).passed
     # a violation category keeps the strict per-category tolerance
-    fewer = compare("router", "r2", "r1", report(0, 1), report(0, 2), GateConfig(target="macro_f1"))
+    fewer = compare("router", "r2", "r1", report(0, 0), report(0, 2), GateConfig(target="macro_f1"))
     assert not fewer.passed and any("PORN_VULGAR recall regressed" in r for r in fewer.reasons)

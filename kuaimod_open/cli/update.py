@@ -20,7 +20,7 @@ def update_group() -> None:
 
 
 def gate_options(func: F) -> F:
-    """--target, --min-improvement, --tolerance, --benign-tolerance, --max-review-increase."""
+    """--target, --min-improvement, --tolerance, --min-lost, --benign-tolerance, --max-review-increase."""
     options = [
         click.option(
             "--target",
@@ -36,6 +36,13 @@ def gate_options(func: F) -> F:
             default=0.02,
             show_default=True,
             help="Largest allowed recall drop of any violation category (with >= 3 golden samples).",
+        ),
+        click.option(
+            "--min-lost",
+            type=click.IntRange(1),
+            default=2,
+            show_default=True,
+            help="A category regresses only if the candidate also misses this many more of its golden samples.",
         ),
         click.option(
             "--benign-tolerance",
@@ -94,6 +101,7 @@ def update_policy_cmd(
     target: str,
     min_improvement: float,
     tolerance: float,
+    min_lost: int,
     benign_tolerance: float,
     max_review_increase: float,
     vlm_gate: bool,
@@ -133,6 +141,7 @@ def update_policy_cmd(
         target=target,
         min_improvement=min_improvement,
         category_tolerance=tolerance,
+        min_lost=min_lost,
         benign_tolerance=benign_tolerance,
         max_review_increase=max_review_increase,
     )
@@ -187,6 +196,7 @@ def update_router_cmd(
     target: str,
     min_improvement: float,
     tolerance: float,
+    min_lost: int,
     benign_tolerance: float,
     max_review_increase: float,
 ) -> None:
@@ -226,6 +236,7 @@ def update_router_cmd(
             target=target,
             min_improvement=min_improvement,
             category_tolerance=tolerance,
+            min_lost=min_lost,
             benign_tolerance=benign_tolerance,
             max_review_increase=max_review_increase,
         ),

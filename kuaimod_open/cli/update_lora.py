@@ -69,6 +69,7 @@ def _summary(losses: list[float]) -> str:
 @click.option("--target", type=click.Choice(list(TARGETS)), default="strict_accuracy", show_default=True)
 @click.option("--min-improvement", type=float, default=0.0, show_default=True)
 @click.option("--tolerance", type=float, default=0.02, show_default=True, help="Largest allowed recall drop.")
+@click.option("--min-lost", type=click.IntRange(1), default=2, show_default=True, help="Samples lost to regress.")
 @click.option("--benign-tolerance", type=float, default=0.10, show_default=True, help="Largest benign recall drop.")
 @click.option("--max-review-increase", type=float, default=0.05, show_default=True)
 def lora_cmd(
@@ -99,6 +100,7 @@ def lora_cmd(
     target: str,
     min_improvement: float,
     tolerance: float,
+    min_lost: int,
     benign_tolerance: float,
     max_review_increase: float,
 ) -> None:
@@ -138,6 +140,7 @@ def lora_cmd(
         target=target,
         min_improvement=min_improvement,
         category_tolerance=tolerance,
+        min_lost=min_lost,
         benign_tolerance=benign_tolerance,
         max_review_increase=max_review_increase,
     )
