@@ -43,6 +43,12 @@ from .runner import fetch
 from .verdict import Verdict
 
 JSON_LIMIT = 1 << 20  # 1 MiB: text fields are clipped in the prompt anyway
+# Container formats the decoders read. Anything else (an .html, .exe or .svg "video") is refused with
+# 415 before it is written to disk; a file with a video suffix but broken content becomes an error
+# verdict (review), which is itself worth a human look.
+VIDEO_SUFFIXES = frozenset(
+    {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".flv", ".ts", ".3gp", ".mpg", ".mpeg", ".wmv"}
+)
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,7 @@ class ServeSettings:
     url_prefixes: tuple[str, ...] = ()  # e.g. "https://cdn.example.com/videos/"
     max_upload_bytes: int = 200 << 20
     max_json_bytes: int = JSON_LIMIT
+    video_suffixes: frozenset[str] = VIDEO_SUFFIXES  # accepted file types for uploads and URLs
     work_dir: Path = Path(".kuaimod/serve")
     feedback_path: Path = Path(".kuaimod/serve/feedback.jsonl")
     verdict_log: Path | None = None  # every served verdict, appended (audit trail)
@@ -294,7 +301,7 @@ def create_app(
             if not any(body.url.startswith(p) for p in settings.url_prefixes if p.startswith(("http://", "https://"))):
                 raise HTTPException(403, "this URL is not under any --allow-url prefix of the server")
             name = hashlib.sha256(body.url.encode()).hexdigest()[:24]
-            suffix = Path(body.url.split("?")[0]).suffix[:8] or ".mp4"
+            suffix = video_suffix(Path(body.url.split("?")[0]).name, settings.video_suffixes)
             dst = settings.work_dir / "downloads" / f"{name}{suffix}"
             try:
                 video = await run_in_threadpool(fetch, body.url, dst, settings.max_upload_bytes, 60.0)
@@ -316,7 +323,7 @@ def create_app(
         comments: list[str] = Form([]),  # noqa: B008
     ) -> Verdict:
         """Moderate an uploaded video file."""
-        suffix = Path(file.filename or "video.mp4").suffix[:8] or ".mp4"
+        suffix = video_suffix(file.filename or "", settings.video_suffixes)
         dst = settings.work_dir / "uploads" / f"{uuid.uuid4().hex}{suffix}"
         digest = await run_in_threadpool(_save_upload, file.file, dst)
         sample = Sample(
@@ -375,6 +382,20 @@ def _confined(raw: str, roots: tuple[Path, ...]) -> Path:
                 raise HTTPException(404, f"no such file under the roots: {raw}")
             return candidate
     raise HTTPException(403, "the path is outside the server's --root folders")
+
+
+def video_suffix(name: str, allowed: frozenset[str]) -> str:
+    """The lower-cased suffix of a client-given file name, ``.mp4`` when it has none.
+
+    Raises:
+        HTTPException: 415 when the suffix is not an accepted video container.
+    """
+    from fastapi import HTTPException
+
+    suffix = Path(name).suffix.lower() or ".mp4"
+    if suffix not in allowed:
+        raise HTTPException(415, f"{suffix!r} is not an accepted video type; send one of {', '.join(sorted(allowed))}")
+    return suffix
 
 
 def _derived_id(body: ModerateRequest, video: Path | None) -> str:

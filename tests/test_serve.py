@@ -135,13 +135,18 @@ def test_moderate_by_path_and_upload_with_keys_roots_and_limits(start_server, vi
     body, kind = multipart({"id": "up1", "title": "t"}, "promo.mp4", PROMO.read_bytes())
     status, up = call(f"{base}/v1/moderate/upload", body, headers={"Content-Type": kind})
     assert status == 200 and up["sample_id"] == "up1" and up["decision"] == "block", up
+    html, kind = multipart({}, "page.HTML", b"<script>alert(1)</script>")
+    status, refused = call(f"{base}/v1/moderate/upload", html, headers={"Content-Type": kind})
+    assert status == 415 and ".mp4" in str(refused)  # type limit: says what is accepted
+    upper, kind = multipart({"id": "up2"}, "PROMO.MP4", PROMO.read_bytes())
+    assert call(f"{base}/v1/moderate/upload", upper, headers={"Content-Type": kind})[0] == 200
     big, kind = multipart({}, "big.mp4", b"\0" * 200_000)
     assert call(f"{base}/v1/moderate/upload", big, headers={"Content-Type": kind})[0] == 413
     # a broken upload is an error verdict (review), never allow
     junk, kind = multipart({"id": "junk"}, "junk.mp4", b"not a video")
     status, bad = call(f"{base}/v1/moderate/upload", junk, headers={"Content-Type": kind})
     assert status == 200 and bad["status"] == "error" and bad["decision"] == "review"
-    assert len((tmp_path / "serve" / "verdicts.jsonl").read_text().splitlines()) == 4
+    assert len((tmp_path / "serve" / "verdicts.jsonl").read_text().splitlines()) == 5
 
 
 def test_feedback_metrics_openapi_and_batching(start_server, tmp_path):
