@@ -19,6 +19,28 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--update-snapshots", action="store_true", help="rewrite tests/snapshots/ from current output")
 
 
+PG_ENV = "KUAIMOD_TEST_POSTGRES_URL"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A feedback-store URL: a fresh SQLite file, and (when $KUAIMOD_TEST_POSTGRES_URL names a scratch
+    database, as .ci/run sets up) the same tests against PostgreSQL with an emptied schema."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'kuaimod.db'}"
+    url = os.environ.get(PG_ENV, "")
+    if not url:
+        pytest.skip(f"PostgreSQL store tests: set {PG_ENV}=postgresql+psycopg://user:pass@host/scratch_db")
+    sqlalchemy = pytest.importorskip("sqlalchemy")
+    pytest.importorskip("psycopg")
+    engine = sqlalchemy.create_engine(url)
+    with engine.begin() as conn:  # the database is a scratch one: start every test from nothing
+        conn.execute(sqlalchemy.text("DROP SCHEMA public CASCADE"))
+        conn.execute(sqlalchemy.text("CREATE SCHEMA public"))
+    engine.dispose()
+    return url
+
+
 @pytest.fixture(scope="session")
 def policy():
     from kuaimod_open.policy import load_policy

@@ -30,8 +30,8 @@ PROV = Provenance(model="m", policy_version="1", policy_digest="d", prompt_diges
 
 
 @pytest.fixture
-def store(tmp_path) -> Store:
-    return Store(f"sqlite:///{tmp_path / 'k.db'}")
+def store(db_url) -> Store:
+    return Store(db_url)
 
 
 def test_policy_versions_save_activate_and_roll_back(store, tmp_path):

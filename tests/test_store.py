@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -33,8 +32,8 @@ T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
 
 @pytest.fixture
-def db(tmp_path) -> str:
-    return f"sqlite:///{tmp_path / 'kuaimod.db'}"
+def db(db_url) -> str:
+    return db_url
 
 
 def _event(
@@ -78,8 +77,8 @@ def test_migrations_upgrade_an_old_file_without_data_loss(db, tmp_path, policy):
         rows = conn.execute(new.sa.select(new.table("verdicts"))).mappings().all()
     assert len(rows) == 1 and rows[0]["category"] == "HATE" and rows[0]["adapter"] is None
     assert Store(db).migrate() == []  # idempotent
-    raw = sqlite3.connect(tmp_path / "kuaimod.db")
-    assert {r[1] for r in raw.execute("PRAGMA table_info(feedback)")} >= {"source", "event_id"}
+    columns = {c["name"] for c in new.sa.inspect(new.engine).get_columns("feedback")}
+    assert columns >= {"source", "event_id"}
 
 
 def test_verdicts_are_appended_and_disagreements_found(db, policy):
@@ -270,7 +269,7 @@ def test_verdicts_record_the_precedents_they_were_shown(db, policy, template, tm
     assert f"[precedent #{pid}]" in prompt and "站外引流" in prompt
 
 
-def test_case_law_predictor_votes_with_precedents(db, policy):
+def test_case_law_predictor_votes_with_precedents(db, policy, tmp_path):
     from kuaimod_open.policy import Decision
     from kuaimod_open.precedents import CaseLawPredictor
 
@@ -295,6 +294,6 @@ def test_case_law_predictor_votes_with_precedents(db, policy):
     deal, food = judge.verdicts([Sample(id="q1", title="私聊加微信"), Sample(id="q2", title="糖醋鱼做法")], policy)
     assert (deal.category, deal.decision) == ("PRIVATE_DEAL", Decision.BLOCK) and len(deal.precedents) == 3
     assert food.category == "BENIGN" and 0.5 < food.confidence <= 1.0
-    empty = CaseLawPredictor(PrecedentIndex(Store(db.replace("kuaimod.db", "empty.db")), embedder, policy))
+    empty = CaseLawPredictor(PrecedentIndex(Store(f"sqlite:///{tmp_path / 'empty.db'}"), embedder, policy))
     (v,) = empty.verdicts([Sample(id="q", title="x")], policy)
     assert v.decision is Decision.REVIEW and v.confidence == 0.0  # no case law yet: a human decides

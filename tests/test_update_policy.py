@@ -39,8 +39,8 @@ def phrase_predictor(samples, policy: Policy) -> list[Verdict]:
 
 
 @pytest.fixture
-def store(tmp_path) -> Store:
-    return Store(f"sqlite:///{tmp_path / 'k.db'}")
+def store(db_url) -> Store:
+    return Store(db_url)
 
 
 def _decided(store, policy, sid, title, model_says, reviewer_says, reason=""):

@@ -32,8 +32,8 @@ def policy() -> Policy:
 
 
 @pytest.fixture
-def store(tmp_path) -> Store:
-    return Store(f"sqlite:///{tmp_path / 'k.db'}")
+def store(db_url) -> Store:
+    return Store(db_url)
 
 
 def _rows(tmp_path: Path, n: int, seed: int, prefix: str) -> list[Sample]:
