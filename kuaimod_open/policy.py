@@ -272,16 +272,18 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
     """Validate policy YAML text. ``source`` names the file in error messages."""
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is None:
+            raise PolicyError(f"{source}: the policy file is empty")
+        lines: dict[tuple[str | int, ...], int] = {}
+        _index_lines(node, (), lines, source)
+        # Composing checks the syntax only; constructing can still fail (e.g. a bare "=" is YAML's
+        # unsupported !!value tag), so it sits under the same error handling.
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else source
         problem = getattr(exc, "problem", None) or str(exc)
         raise PolicyError(f"{where}: not valid YAML: {problem}") from None
-    if node is None:
-        raise PolicyError(f"{source}: the policy file is empty")
-    lines: dict[tuple[str | int, ...], int] = {}
-    _index_lines(node, (), lines, source)
-    data = yaml.safe_load(text)
     if not isinstance(data, dict):
         raise PolicyError(f"{source}:1: the policy must be a mapping with keys version, name, benign, categories")
     try:

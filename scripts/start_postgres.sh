@@ -2,7 +2,7 @@
 # Start the machine's PostgreSQL (Debian's postgresql package) and create a scratch database for the
 # store tests; print its SQLAlchemy URL. Exits non-zero, printing nothing on stdout, when it cannot.
 #   export KUAIMOD_TEST_POSTGRES_URL=$(bash scripts/start_postgres.sh)
-# The tests DROP and re-create the public schema of that database: never point them at real data.
+# The tests drop everything the role owns in that database before each test: never point them at real data.
 set -euo pipefail
 DB=${KUAIMOD_PG_DB:-kuaimod_test}
 ROLE=${KUAIMOD_PG_USER:-kuaimod_test}

@@ -35,8 +35,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     pytest.importorskip("psycopg")
     engine = sqlalchemy.create_engine(url)
     with engine.begin() as conn:  # the database is a scratch one: start every test from nothing
-        conn.execute(sqlalchemy.text("DROP SCHEMA public CASCADE"))
-        conn.execute(sqlalchemy.text("CREATE SCHEMA public"))
+        conn.execute(sqlalchemy.text("DROP OWNED BY CURRENT_USER"))
     engine.dispose()
     return url
 

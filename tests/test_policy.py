@@ -172,6 +172,7 @@ def test_missing_required_top_level_key():
     [
         ("", "empty"),
         ("version: [1,\n", "not valid YAML"),
+        ("=\n", "not valid YAML"),  # composes, but YAML's !!value tag cannot be constructed (found by hypothesis)
         ("- a\n- b\n", "must be a mapping"),
         ("version: 1\nname: x\nbenign: BENIGN\ncategories: []\n", "categories"),
     ],

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from kuaimod_open.errors import PolicyError
@@ -21,7 +22,15 @@ POLICY = load_policy(REPO / "prompts" / "policy.yaml")
 TEMPLATE = load_template(REPO / "prompts" / "moderation.md")
 PROV = Provenance(model="m", policy_version="1", policy_digest="d", prompt_digest="p", package_version="0")
 SAMPLE = Sample(id="s", title="t", ocr="o", asr="a")
-SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# CI (KUAIMOD_CI=1, set by .ci/run) replays the same examples every run, so a landing is never blocked by a
+# chance discovery; local runs draw new ones each time and are where new failures are found (then pinned
+# with @example).
+SETTINGS = settings(
+    max_examples=120,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=bool(os.environ.get("KUAIMOD_CI")),
+)
 
 tags = st.sampled_from([c.tag for c in POLICY.categories] + [c.code for c in POLICY.categories])
 fragments = st.one_of(
@@ -100,6 +109,7 @@ def test_policy_loader_either_loads_or_raises_policy_error(data):
 
 @SETTINGS
 @given(st.text(max_size=2000))
+@example("=")  # once slipped past the syntax check and raised a bare yaml ConstructorError
 def test_policy_loader_survives_arbitrary_text(text):
     try:
         parse_policy(text, source="junk.yaml")
