@@ -19,12 +19,12 @@ from collections.abc import Sequence
 from enum import StrEnum
 
 import numpy as np
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from .backends.base import Backend
 from .errors import ConfigError
 from .ingest import Sample
-from .pipeline import ModerationConfig, moderate
+from .pipeline import ModerationConfig, PrecedentLookup, moderate
 from .policy import Decision, Policy
 from .prompt import Template
 from .router import Router, router_verdict
@@ -63,6 +63,15 @@ class CascadeConfig(BaseModel):
         return low, high
 
 
+def cascade_config(allow_below: float | None = None, flag_at: float | None = None) -> CascadeConfig:
+    """A :class:`CascadeConfig` from command-line overrides; bad values are a :class:`ConfigError`."""
+    try:
+        return CascadeConfig(allow_below=allow_below, flag_at=flag_at)
+    except ValidationError as exc:
+        problem = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"cascade thresholds: {problem}; pass --allow-below <= --flag-at") from None
+
+
 def bands(p: Sequence[float] | np.ndarray, allow_below: float, flag_at: float) -> list[Band]:
     """The band of each calibrated score."""
     return [Band.ALLOW if x < allow_below else Band.FLAG if x >= flag_at else Band.ESCALATE for x in p]
@@ -77,6 +86,7 @@ def run_cascade(
     template: Template | None = None,
     moderation: ModerationConfig | None = None,
     config: CascadeConfig | None = None,
+    precedents: PrecedentLookup | None = None,
 ) -> list[Verdict]:
     """One verdict per sample, in input order; ``stage`` says whether the router or the VLM decided.
 
@@ -105,7 +115,7 @@ def run_cascade(
         verdict = router_verdict(sample, p, tops[i], policy, router.model_id, violative=band is Band.FLAG)
         results[i] = verdict.model_copy(update={"flags": [*verdict.flags, f"auto_{band.value}"]})
     if backend is not None and template is not None and escalated:
-        vlm = moderate([samples[i] for i in escalated], policy, backend, template, moderation)
+        vlm = moderate([samples[i] for i in escalated], policy, backend, template, moderation, precedents=precedents)
         for i, verdict in zip(escalated, vlm, strict=True):
             results[i] = verdict.model_copy(update={"flags": [*verdict.flags, "escalated"]})
     return [v for v in results if v is not None]
@@ -131,4 +141,4 @@ def band_metrics(p: np.ndarray, y: np.ndarray, allow_below: float, flag_at: floa
     }
 
 
-__all__ = ["Band", "CascadeConfig", "band_metrics", "bands", "run_cascade"]
+__all__ = ["Band", "CascadeConfig", "band_metrics", "bands", "cascade_config", "run_cascade"]

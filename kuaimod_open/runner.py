@@ -39,6 +39,9 @@ from .policy import Policy
 from .prompt import Template
 from .verdict import Stage, Verdict, error_verdict
 
+# Judges a batch of prepared samples (frames and text in place): one verdict per sample, in order.
+Judge = Callable[[list[Sample]], list[Verdict]]
+
 # A remote video larger than this is refused rather than filling the disk (override per job).
 MAX_DOWNLOAD_BYTES = 2 << 30
 
@@ -197,11 +200,14 @@ def run_job(
     precedents: PrecedentLookup | None = None,
     on_verdict: Callable[[Verdict], None] | None = None,
     on_sample: Callable[[Sample], None] | None = None,
+    judge: Judge | None = None,
 ) -> JobSummary:
     """Moderate ``items`` into ``out`` (JSONL), resuming where an earlier run stopped.
 
     ``on_sample`` sees every prepared sample before it is judged, ``on_verdict`` every verdict
-    after it is written (e.g. to record both in the feedback store).
+    after it is written (e.g. to record both in the feedback store). ``judge`` replaces the VLM call
+    on each prepared batch (e.g. the cascade: the router decides the clear cases and calls the VLM
+    for the rest); it must return one verdict per sample, in order.
     """
     out, config, runner = Path(out), config or ModerationConfig(), runner or RunnerConfig()
     ids = [item.sample.id for item in items]
@@ -232,7 +238,12 @@ def run_job(
                 for sample in batch:
                     on_sample(sample)
             t0 = time.perf_counter()
-            verdicts = list(moderate(batch, policy, backend, template, infer_config, precedents=precedents))
+            if judge is not None:
+                verdicts = judge(batch)
+                if [v.sample_id for v in verdicts] != [x.id for x in batch]:
+                    raise KuaimodError("the judge must return one verdict per sample, in input order")
+            else:
+                verdicts = list(moderate(batch, policy, backend, template, infer_config, precedents=precedents))
             summary.inference_seconds += time.perf_counter() - t0
             for verdict in verdicts:
                 emit(verdict)

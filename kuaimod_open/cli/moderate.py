@@ -20,7 +20,15 @@ from .confidence import confidence_options, generate_config
 from .options import backend_options, build_backend, frame_options, load_policy_and_template, policy_options
 
 if TYPE_CHECKING:
+    from ..backends.base import Backend
+    from ..cascade import CascadeConfig
+    from ..ingest import Sample
+    from ..pipeline import PrecedentLookup
+    from ..policy import Policy
+    from ..prompt import Template
     from ..ray_engine import BackendSpec
+    from ..router import Router
+    from ..verdict import Verdict
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -133,6 +141,15 @@ def extract_config(ocr: bool, asr: bool, asr_language: str, asr_model: str) -> E
 @click.option("--ray-actors", type=click.IntRange(1, 1024), default=1, show_default=True, help="Model replicas.")
 @click.option("--ray-gpus-per-actor", type=click.FloatRange(0, 8), default=0.0, show_default=True)
 @click.option("--progress/--no-progress", default=True, show_default=True)
+@click.option(
+    "--router",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Cascade: this first-stage router (kuaimod train-router / update router) decides the clear cases "
+    "from the title/OCR/ASR; only the rest reach the VLM.",
+)
+@click.option("--allow-below", type=click.FloatRange(0, 1), default=None, help="With --router: override the card.")
+@click.option("--flag-at", type=click.FloatRange(0, 1.001), default=None, help="With --router: override the card.")
 @confidence_options
 def moderate_cmd(
     inputs: tuple[Path, ...],
@@ -167,6 +184,9 @@ def moderate_cmd(
     ray_actors: int,
     ray_gpus_per_actor: float,
     progress: bool,
+    router: Path | None,
+    allow_below: float | None,
+    flag_at: float | None,
     logprobs: bool,
     confidence_calibration: Path | None,
 ) -> None:
@@ -178,6 +198,7 @@ def moderate_cmd(
       kuaimod moderate --manifest nightly.parquet --workers 4 --out runs/nightly.jsonl --parquet runs/nightly.parquet
       kuaimod moderate a.mp4 --backend openai --model Qwen/Qwen2.5-VL-7B-Instruct --base-url http://localhost:8000/v1
       kuaimod tiny-model /tmp/tiny && kuaimod moderate a.mp4 --model /tmp/tiny
+      kuaimod moderate --manifest nightly.jsonl --router routers/v1 --model Qwen/Qwen2.5-VL-7B-Instruct
     """
     if not inputs and not manifests:
         raise ConfigError("Nothing to moderate: give video files, folders or manifests (--manifest FILE)")
@@ -209,13 +230,19 @@ def moderate_cmd(
 
         if store is not None:
             raise ConfigError("--db is not supported with --engine ray yet; record the JSONL with 'kuaimod feedback'")
+        if router is not None:
+            raise ConfigError("--router is not supported with --engine ray yet; run the cascade with --engine local")
         spec = backend_spec(backend, model, adapter, device, dtype, base_url, api_key, batch_size)
         ray_config = RayConfig(address=ray_address, model_actors=ray_actors, gpus_per_actor=ray_gpus_per_actor)
         summary = run_ray_job(items, pol, tmpl, spec, out, config, runner, ray_config)
     else:
+        first_stage = load_first_stage(router, allow_below, flag_at) if router is not None else None
         model_backend = build_backend(backend, model, adapter, device, dtype, base_url, api_key, batch_size)
         hooks = store_hooks(store, pol, precedents_k) if store is not None else {}
-        summary = run_job(items, pol, model_backend, tmpl, out, config, runner, **hooks)
+        judge = None
+        if first_stage is not None:
+            judge = cascade_judge(first_stage, pol, model_backend, tmpl, config, hooks.get("precedents"))
+        summary = run_job(items, pol, model_backend, tmpl, out, config, runner, judge=judge, **hooks)
     print_summary(summary, out)
 
 
@@ -294,3 +321,46 @@ def tiny_model_cmd(out_dir: Path, seed: int) -> None:
 
     path = build_tiny_qwen2vl(out_dir, seed=seed)
     click.echo(f"tiny Qwen2-VL written to {path}; use it with: kuaimod moderate VIDEO --model {path}")
+
+
+def load_first_stage(path: Path, allow_below: float | None, flag_at: float | None) -> tuple[Router, CascadeConfig]:
+    """Load the router and check the thresholds before any model is loaded (errors are ConfigErrors)."""
+    from ..cascade import cascade_config
+    from ..router import load_router
+
+    loaded = load_router(path)
+    cascade = cascade_config(allow_below, flag_at)
+    cascade.thresholds(loaded)
+    return loaded, cascade
+
+
+def cascade_judge(
+    first_stage: tuple[Router, CascadeConfig],
+    policy: Policy,
+    backend: Backend,
+    template: Template,
+    config: ModerationConfig,
+    precedents: PrecedentLookup | None,
+) -> Callable[[list[Sample]], list[Verdict]]:
+    """The batch judge of a cascade job: the router first, the VLM for escalated samples."""
+    import dataclasses
+
+    from ..cascade import run_cascade
+
+    loaded, cascade = first_stage
+    # Prepared samples already carry frames and OCR/ASR: the VLM call must not extract again.
+    infer = dataclasses.replace(config, extract=None)
+
+    def judge(batch: list[Sample]) -> list[Verdict]:
+        return run_cascade(
+            batch,
+            policy,
+            loaded,
+            backend=backend,
+            template=template,
+            moderation=infer,
+            config=cascade,
+            precedents=precedents,
+        )
+
+    return judge

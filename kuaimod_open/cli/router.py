@@ -149,11 +149,13 @@ def cascade_cmd(
       kuaimod cascade rows.jsonl --router routers/v1 --out verdicts.jsonl            # escalated -> review
       kuaimod cascade rows.jsonl --router routers/v1 --vlm --model Qwen/Qwen2.5-VL-7B-Instruct
     """
-    from ..cascade import CascadeConfig, run_cascade
+    from ..cascade import cascade_config, run_cascade
     from ..router import load_router
 
     pol, tmpl = load_policy_and_template(policy, template)
     loaded = load_router(router)
+    cascade = cascade_config(allow_below, flag_at)
+    cascade.thresholds(loaded)  # overlapping thresholds fail before any model loads
     samples = load_benchmark(data, frames_root)
     vlm_backend = None
     moderation = None
@@ -170,7 +172,7 @@ def cascade_cmd(
         backend=vlm_backend,
         template=tmpl if vlm else None,
         moderation=moderation,
-        config=CascadeConfig(allow_below=allow_below, flag_at=flag_at),
+        config=cascade,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", encoding="utf-8") as handle:
