@@ -105,3 +105,29 @@ def test_tiny_model_command_builds_a_loadable_checkpoint(tmp_path):
     from kuaimod_open.backends.hf import HFBackend
 
     assert HFBackend(str(tmp_path / "tiny"), device="cpu").patch_size == 14
+
+
+def test_help_examples_are_printed_unwrapped():
+    # click keeps a paragraph as written only after a real backspace (\b, 0x08) line; in a raw
+    # docstring it is a literal backslash-b and the examples were reflowed into one line.
+    import click
+
+    def commands(group, prefix):
+        for name, command in group.commands.items():
+            if isinstance(command, click.Group):
+                yield from commands(command, [*prefix, name])
+            else:
+                yield [*prefix, name], command
+
+    checked = 0
+    for path, command in commands(cli, []):
+        doc = command.help or ""
+        if "Examples:" not in doc:
+            continue
+        output = CliRunner().invoke(cli, [*path, "--help"], terminal_width=200).output
+        assert "\\b" not in output, path
+        for line in doc.split("Examples:", 1)[1].splitlines():
+            if line.strip():
+                assert "\n    " + line.strip() in output, (path, line)
+        checked += 1
+    assert checked >= 8

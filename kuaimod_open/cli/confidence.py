@@ -59,7 +59,7 @@ def generate_config(
     show_default=True,
 )
 def calibrate_confidence_cmd(verdicts: Path, data: str, policy: Path | None, method: str, out: Path) -> None:
-    r"""Fit how often the VLM's category is right at each token confidence, from a labelled run.
+    """Fit how often the VLM's category is right at each token confidence, from a labelled run.
 
     The verdicts must carry token_confidence (run with --logprobs). The calibration is valid for the
     model, adapter, prompt and policy of that run; they are recorded in the file.

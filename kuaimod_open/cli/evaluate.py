@@ -121,7 +121,7 @@ def eval_cmd(
     logprobs: bool,
     confidence_calibration: Path | None,
 ) -> None:
-    r"""Evaluate on the KuaiMod benchmark with the official metrics plus per-category reports.
+    """Evaluate on the KuaiMod benchmark with the official metrics plus per-category reports.
 
     \b
     Examples:

@@ -190,7 +190,7 @@ def moderate_cmd(
     logprobs: bool,
     confidence_calibration: Path | None,
 ) -> None:
-    r"""Moderate videos (files, folders, manifests) or KuaiMod-format .jsonl rows; one verdict JSON line each.
+    """Moderate videos (files, folders, manifests) or KuaiMod-format .jsonl rows; one verdict JSON line each.
 
     \b
     Examples:

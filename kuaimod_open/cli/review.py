@@ -164,7 +164,7 @@ def review_cmd(
     frames_root: Path | None,
     demo: bool,
 ) -> None:
-    r"""Start the review app: queue, decisions, policy editor, evaluation reports.
+    """Start the review app: queue, decisions, policy editor, evaluation reports.
 
     \b
     Examples:

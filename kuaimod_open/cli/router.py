@@ -64,7 +64,7 @@ def train_router_cmd(
     calibration: str,
     threads: int,
 ) -> None:
-    r"""Train the first-stage router on labelled rows and save it (model card: router.json).
+    """Train the first-stage router on labelled rows and save it (model card: router.json).
 
     \b
     Examples:
@@ -142,7 +142,7 @@ def cascade_cmd(
     batch_size: int,
     max_new_tokens: int,
 ) -> None:
-    r"""Moderate KuaiMod-format rows with the router first; only unclear videos reach the VLM.
+    """Moderate KuaiMod-format rows with the router first; only unclear videos reach the VLM.
 
     \b
     Examples:

@@ -90,7 +90,7 @@ def serve_cmd(
     work_dir: Path,
     print_openapi: bool,
 ) -> None:
-    r"""Serve moderation over HTTP: POST /v1/moderate, /v1/moderate/upload, /v1/feedback; GET /healthz, /metrics.
+    """Serve moderation over HTTP: POST /v1/moderate, /v1/moderate/upload, /v1/feedback; GET /healthz, /metrics.
 
     \b
     Examples:
@@ -143,7 +143,7 @@ def serve_cmd(
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @click.option("--fail-first", type=click.IntRange(0), default=0, help="Answer the first N completions with 503.")
 def openai_server_cmd(model: str, served_name: str | None, device: str, host: str, port: int, fail_first: int) -> None:
-    r"""Serve a local checkpoint (e.g. the tiny model) as an OpenAI-compatible endpoint, for tests.
+    """Serve a local checkpoint (e.g. the tiny model) as an OpenAI-compatible endpoint, for tests.
 
     \b
     Example:

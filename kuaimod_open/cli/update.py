@@ -200,7 +200,7 @@ def update_router_cmd(
     benign_tolerance: float,
     max_review_increase: float,
 ) -> None:
-    r"""Retrain the first-stage router with the new human decisions; promote it only through the gate.
+    """Retrain the first-stage router with the new human decisions; promote it only through the gate.
 
     Training rows: decided samples not held out for the gate, plus --train-data. The candidate and the
     active router both score the golden set (held-out decisions + --data rows); the decision is stored.
