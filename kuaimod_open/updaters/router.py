@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 from ..errors import ConfigError
 from ..evaluate import evaluate
-from ..feedback import LABEL_KINDS, feedback_rows
+from ..feedback import LABEL_KINDS, current_labels, feedback_rows
 from ..gate import GateConfig, GateResult, compare, record, training_set
 from ..ingest import Sample
 from ..policy import Policy
@@ -88,9 +88,11 @@ def update_router(
         train = [s for s in decided if s.id not in golden_ids]
         train += [s for s in extra_train if s.label is not None and s.id not in golden_ids and s.id not in decided_ids]
         if not train:
+            has_decisions = bool(current_labels(store))
+            why = "every human decision is held out for the gate" if has_decisions else "no human decisions yet"
             raise ConfigError(
-                "no training rows: every human decision is held out for the gate and no extra rows were given; "
-                "collect more decisions or pass labelled rows (--train-data)"
+                f"no training rows: {why} and no extra rows were given; collect decisions (kuaimod feedback import, "
+                "the review UI) or pass labelled rows (--train-data)"
             )
         router = train_router(train, policy, router_config)
         name = _new_name(store, folder, router.card.data_hash)
