@@ -39,7 +39,7 @@ from .ingest import Sample
 from .pipeline import ModerationConfig, moderate, prepare
 from .policy import Policy
 from .prompt import Template
-from .runner import fetch
+from .runner import Judge, fetch
 from .verdict import Verdict
 
 JSON_LIMIT = 1 << 20  # 1 MiB: text fields are clipped in the prompt anyway
@@ -149,8 +149,10 @@ class Batcher:
         config: ModerationConfig,
         wait_s: float,
         metrics: Metrics,
+        judge: Judge | None = None,
     ) -> None:
         self.policy, self.backend, self.template, self.wait_s, self.metrics = policy, backend, template, wait_s, metrics
+        self.judge = judge  # e.g. the cascade: the router first, the VLM for the rest
         self.config = replace(config, extract=None)  # samples arrive prepared
         self.queue: queue.Queue[tuple[Sample, Future[Verdict]]] = queue.Queue()
         self.thread = threading.Thread(target=self._loop, name="kuaimod-batcher", daemon=True)
@@ -173,7 +175,11 @@ class Batcher:
                 except queue.Empty:
                     break
             try:
-                verdicts = list(moderate([s for s, _ in batch], self.policy, self.backend, self.template, self.config))
+                samples = [s for s, _ in batch]
+                if self.judge is not None:
+                    verdicts = self.judge(samples)
+                else:
+                    verdicts = list(moderate(samples, self.policy, self.backend, self.template, self.config))
             except Exception as exc:  # a backend-wide failure fails this batch, not the server
                 for _, future in batch:
                     future.set_exception(exc)
@@ -226,16 +232,25 @@ class _State:
 
 
 def create_app(
-    settings: ServeSettings, policy: Policy, template: Template, backend: Backend, config: ModerationConfig
+    settings: ServeSettings,
+    policy: Policy,
+    template: Template,
+    backend: Backend,
+    config: ModerationConfig,
+    batch_judge: Judge | None = None,
 ) -> Any:
-    """Build the FastAPI application (see the module docstring for the endpoints)."""
+    """Build the FastAPI application (see the module docstring for the endpoints).
+
+    ``batch_judge`` replaces the VLM call on each batch of prepared samples (e.g. the cascade, so the router
+    answers the clear cases at once and only the rest wait for the VLM).
+    """
     require("fastapi", extra="serve", purpose="the HTTP service")
     from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
     from fastapi.concurrency import run_in_threadpool
     from fastapi.responses import PlainTextResponse
 
     state = _State(settings, policy, template, backend, config)
-    batcher = Batcher(policy, backend, template, config, settings.batch_wait_s, state.metrics)
+    batcher = Batcher(policy, backend, template, config, settings.batch_wait_s, state.metrics, batch_judge)
     app = FastAPI(
         title="kuaimod_open moderation API",
         version=__version__,

@@ -78,7 +78,7 @@ def start_server(policy, template, tmp_path):
 
     servers = []
 
-    def start(backend: ScriptedBackend, **overrides: Any) -> str:
+    def start(backend: ScriptedBackend, batch_judge: Any = None, **overrides: Any) -> str:
         settings = ServeSettings(
             **{
                 "api_keys": frozenset({KEY, "other-key"}),
@@ -89,7 +89,7 @@ def start_server(policy, template, tmp_path):
             }
         )
         config = ModerationConfig(frames=2, generate=GenerateConfig(batch_size=4))
-        app = create_app(settings, policy, template, backend, config)
+        app = create_app(settings, policy, template, backend, config, batch_judge)
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
@@ -235,3 +235,37 @@ def test_kuaimod_serve_command_answers(tiny_model, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_serve_with_the_cascade_answers_clear_cases_from_the_router(start_server, policy, template, tmp_path):
+    pytest.importorskip("sklearn")
+    from router_data import synthetic_rows, write_rows
+
+    from kuaimod_open.cascade import CascadeConfig, run_cascade
+    from kuaimod_open.ingest import Sample, load_benchmark
+    from kuaimod_open.router import RouterConfig, train_router
+
+    rows = load_benchmark(write_rows(tmp_path / "rows.jsonl", synthetic_rows(40, seed=5)))
+    router = train_router(rows, policy, RouterConfig(features=["tfidf"], inner_folds=3))
+    texts = ["今天做红烧肉 先放糖炒糖色", "加微信详聊 VX 123456 私下交易更便宜 想要的加我微信私下转账", "周末 微信"]
+    p = router.score([Sample(id=str(i), title=t) for i, t in enumerate(texts)]).p_violative
+    low, high = sorted(p)[0], sorted(p)[-1]
+    assert low < sorted(p)[1] < high  # three distinct scores: allow, escalate, flag
+    cascade = CascadeConfig(allow_below=(low + sorted(p)[1]) / 2, flag_at=(sorted(p)[1] + high) / 2)
+    backend = ScriptedBackend(default=verdict_json("BENIGN", 0.9), model_id="vlm")
+
+    def judge(batch):
+        config = ModerationConfig(frames=2)
+        return run_cascade(batch, policy, router, backend=backend, template=template, moderation=config, config=cascade)
+
+    base = start_server(backend, batch_judge=judge)
+    stages = {}
+    for i, text in enumerate(texts):
+        status, verdict = call(f"{base}/v1/moderate", {"id": f"c{i}", "title": text})
+        assert status == 200, verdict
+        stages[float(p[i])] = (verdict["stage"], verdict["decision"], verdict["flags"])
+    assert stages[float(low)][0] == "router" and stages[float(low)][1] == "allow"
+    assert stages[float(high)][0] == "router" and stages[float(high)][1] != "allow"
+    middle = stages[float(sorted(p)[1])]
+    assert middle[0] == "vlm" and "escalated" in middle[2]
+    assert [r.sample_id for r in backend.history] == [f"c{list(p).index(sorted(p)[1])}"]  # only it reached the VLM

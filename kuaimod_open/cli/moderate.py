@@ -33,6 +33,28 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def first_stage_options(func: F) -> F:
+    """--router, --allow-below, --flag-at (the cascade in front of the VLM)."""
+    options = [
+        click.option(
+            "--router",
+            type=click.Path(file_okay=False, exists=True, path_type=Path),
+            default=None,
+            help="Cascade: this first-stage router (kuaimod train-router / update router) decides the clear "
+            "cases from the title/OCR/ASR; only the rest reach the VLM.",
+        ),
+        click.option(
+            "--allow-below", type=click.FloatRange(0, 1), default=None, help="With --router: override the card."
+        ),
+        click.option(
+            "--flag-at", type=click.FloatRange(0, 1.001), default=None, help="With --router: override the card."
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 def extract_options(func: F) -> F:
     """--ocr/--no-ocr, --asr/--no-asr, --asr-language, --asr-model."""
     options = [
@@ -141,15 +163,7 @@ def extract_config(ocr: bool, asr: bool, asr_language: str, asr_model: str) -> E
 @click.option("--ray-actors", type=click.IntRange(1, 1024), default=1, show_default=True, help="Model replicas.")
 @click.option("--ray-gpus-per-actor", type=click.FloatRange(0, 8), default=0.0, show_default=True)
 @click.option("--progress/--no-progress", default=True, show_default=True)
-@click.option(
-    "--router",
-    type=click.Path(file_okay=False, exists=True, path_type=Path),
-    default=None,
-    help="Cascade: this first-stage router (kuaimod train-router / update router) decides the clear cases "
-    "from the title/OCR/ASR; only the rest reach the VLM.",
-)
-@click.option("--allow-below", type=click.FloatRange(0, 1), default=None, help="With --router: override the card.")
-@click.option("--flag-at", type=click.FloatRange(0, 1.001), default=None, help="With --router: override the card.")
+@first_stage_options
 @confidence_options
 def moderate_cmd(
     inputs: tuple[Path, ...],

@@ -14,7 +14,7 @@ from ..backends.base import GenerateConfig
 from ..errors import ConfigError
 from ..ingest import SamplingMode
 from ..pipeline import ModerationConfig
-from .moderate import extract_config, extract_options
+from .moderate import cascade_judge, extract_config, extract_options, first_stage_options, load_first_stage
 from .options import backend_options, build_backend, frame_options, load_policy_and_template, policy_options
 
 
@@ -61,6 +61,7 @@ def read_keys(key_file: Path | None) -> frozenset[str]:
     help="Uploads, downloads, frames, feedback.jsonl and verdicts.jsonl go here.",
 )
 @click.option("--print-openapi", is_flag=True, help="Print the OpenAPI schema and exit (loads no model).")
+@first_stage_options
 def serve_cmd(
     policy: Path | None,
     template: Path | None,
@@ -89,6 +90,9 @@ def serve_cmd(
     max_upload_mb: int,
     work_dir: Path,
     print_openapi: bool,
+    router: Path | None,
+    allow_below: float | None,
+    flag_at: float | None,
 ) -> None:
     """Serve moderation over HTTP: POST /v1/moderate, /v1/moderate/upload, /v1/feedback; GET /healthz, /metrics.
 
@@ -130,9 +134,12 @@ def serve_cmd(
         generate=GenerateConfig(max_new_tokens=max_new_tokens, batch_size=batch_size),
         extract=extract_config(ocr, asr, asr_language, asr_model),
     )
+    first_stage = load_first_stage(router, allow_below, flag_at) if router is not None else None
     model_backend = build_backend(backend, model, adapter, device, dtype, base_url, api_key, batch_size)
+    judge = cascade_judge(first_stage, pol, model_backend, tmpl, config, None) if first_stage else None
     uvicorn = require("uvicorn", extra="serve", purpose="the HTTP service")
-    uvicorn.run(create_app(settings, pol, tmpl, model_backend, config), host=host, port=port, log_level="info")
+    app = create_app(settings, pol, tmpl, model_backend, config, judge)
+    uvicorn.run(app, host=host, port=port, log_level="info")
 
 
 @click.command("openai-server")
