@@ -140,13 +140,18 @@ def parse_verdict(text: str, policy: Policy, sample: Sample, provenance: Provena
     obj, json_start = _last_json_verdict(text, policy)
     if obj is not None:
         return _from_json(obj, text, json_start, policy, sample, provenance)
-    flexible = _flexible_category(text, policy)
+    flexible, labelled = _flexible_category(text, policy)
     if flexible is not None:
         decision = flexible.action
         flags = ["flexible_parse"]
         if decision is Decision.ALLOW:
             decision = Decision.REVIEW  # only a well-formed answer may allow
             flags.append("unconfirmed_benign")
+        elif not labelled:
+            # A tag that merely occurs somewhere in free text (even in random tokens from a broken
+            # model) is a hint, not a judgement: a person confirms it before anything is restricted.
+            decision = Decision.REVIEW
+            flags.append("unconfirmed_mention")
         return Verdict(
             sample_id=sample.id,
             decision=decision,
@@ -314,14 +319,14 @@ def _evidence(value: Any, sample: Sample) -> Evidence:
     return Evidence(frames=frames, text=spans)
 
 
-def _flexible_category(text: str, policy: Policy) -> Category | None:
-    """A category from a label line, else the single category the text names (by tag or code)."""
+def _flexible_category(text: str, policy: Policy) -> tuple[Category | None, bool]:
+    """A category from a label line (``True``), else the single category the text names (``False``)."""
     for match in reversed(list(_LABEL_LINE.finditer(text))):
         value = match.group(1).strip().strip("\"'“”「」*` ")
         found = policy.find(value) or _single_mention(value, policy)
         if found is not None:
-            return found
-    return _single_mention(text, policy)
+            return found, True
+    return _single_mention(text, policy), False
 
 
 def _single_mention(text: str, policy: Policy) -> Category | None:

@@ -63,8 +63,15 @@ CHATTY = """好的，我来分析这个视频。
             Decision.RESTRICT,
             "MISINFO",
         ),
-        # Chinese-only prose naming exactly one category -> flexible
-        ("这个视频存在明显的性暗示，属于色情低俗内容，应当处理。", ParseStatus.FLEXIBLE, Decision.BLOCK, "PORN_VULGAR"),
+        # Chinese-only prose naming exactly one category -> flexible, but a person confirms before any action
+        (
+            "这个视频存在明显的性暗示，属于色情低俗内容，应当处理。",
+            ParseStatus.FLEXIBLE,
+            Decision.REVIEW,
+            "PORN_VULGAR",
+        ),
+        # random tokens from a broken model that happen to contain one tag: a hint, never an action
+        ("Us��危�引� 未添加AI标识�品功��实�实�实", ParseStatus.FLEXIBLE, Decision.REVIEW, "NO_AI_LABEL"),
         # flexible benign never allows: a human confirms
         ("综合来看，该视频属于正向内容。", ParseStatus.FLEXIBLE, Decision.REVIEW, "BENIGN"),
         # wrong tag: not in the policy, no other clue -> unparsed
