@@ -111,3 +111,29 @@ def test_out_of_memory_on_a_batch_splits_it_and_retries(policy, template, hf_bac
     gens = hf_backend.generate(_requests(policy, template, samples), GenerateConfig(max_new_tokens=3, batch_size=4))
     assert [g.error for g in gens] == [None] * 4 and all(g.text for g in gens)
     assert sizes == [4, 2, 1, 1, 2, 1, 1]
+
+
+@pytest.mark.parametrize(("arch", "patch", "model_class"), [
+    ("qwen2_5_vl", 14, "Qwen2_5_VLForConditionalGeneration"),
+    ("qwen3_vl", 16, "Qwen3VLForConditionalGeneration"),
+])  # fmt: skip
+def test_qwen2_5_vl_and_qwen3_vl_run_the_same_path(arch, patch, model_class, policy, template, videos, tmp_path):
+    # The families the README promises, each through its own transformers classes and processor
+    # (Qwen3-VL's 16-pixel patches change how frames are resized); batched, with log-probabilities.
+    pytest.importorskip("decord")
+    from kuaimod_open.backends.hf import HFBackend
+    from kuaimod_open.backends.tiny import build_tiny_qwen_vl
+
+    backend = HFBackend(str(build_tiny_qwen_vl(tmp_path / arch, arch=arch)), device="cpu")
+    assert type(backend.model).__name__ == model_class and backend.patch_size == patch
+    generate = GenerateConfig(max_new_tokens=12, batch_size=2, logprobs=True)
+    config = ModerationConfig(frames=3, frames_dir=tmp_path / "frames", generate=generate)
+    samples = [Sample(id="bikes", video=videos[0], title="骑行"), Sample(id="car", video=videos[1], title="车")]
+    verdicts = list(moderate(samples, policy, backend, template, config))
+    assert [v.sample_id for v in verdicts] == ["bikes", "car"]
+    for v in verdicts:
+        assert v.error is None and v.output_tokens and v.input_tokens > 50  # frames were packed
+        assert v.decision is Decision.REVIEW  # random weights: never an automatic action
+        assert len(v.provenance.frame_timestamps) == 4
+    (text_only,) = backend.generate(_requests(policy, template, [Sample(id="t", title="标题")]), config.generate)
+    assert text_only.error is None and text_only.token_logprobs

@@ -105,6 +105,9 @@ def test_tiny_model_command_builds_a_loadable_checkpoint(tmp_path):
     from kuaimod_open.backends.hf import HFBackend
 
     assert HFBackend(str(tmp_path / "tiny"), device="cpu").patch_size == 14
+    qwen3 = CliRunner().invoke(cli, ["tiny-model", str(tmp_path / "q3"), "--arch", "qwen3_vl"])
+    assert qwen3.exit_code == 0 and "qwen3_vl" in qwen3.output, qwen3.output
+    assert json.loads((tmp_path / "q3" / "config.json").read_text())["model_type"] == "qwen3_vl"
 
 
 def test_help_examples_are_printed_unwrapped():

@@ -1,17 +1,19 @@
-"""Build a tiny, randomly initialised Qwen2-VL checkpoint offline, for smoke tests.
+"""Build a tiny, randomly initialised Qwen2-VL / Qwen2.5-VL / Qwen3-VL checkpoint offline, for smoke tests.
 
-It uses the real ``transformers`` classes (``Qwen2VLForConditionalGeneration``,
-``Qwen2VLProcessor``) and a byte-level BPE tokenizer trained on the spot, so the whole
-``hf`` path (chat template, image packing, batched generation, decoding, LoRA) runs with no
-download. Its answers are random tokens: verdicts come out ``unparsed`` and go to human review,
-which is exactly the behaviour under test.
+It uses the real ``transformers`` classes of each family (e.g. ``Qwen2VLForConditionalGeneration``
+and ``Qwen2VLProcessor``; ``Qwen3VLForConditionalGeneration`` with 16-pixel patches) and a byte-level
+BPE tokenizer trained on the spot, so the whole ``hf`` path (chat template, image packing, batched
+generation, decoding, LoRA) runs with no download. Its answers are random tokens: verdicts come out
+``unparsed`` (or a loose hint) and go to human review, which is exactly the behaviour under test.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from .._lazy import require
+from ..errors import ConfigError
 
 SPECIAL_TOKENS = (
     "<|endoftext|>",
@@ -49,12 +51,25 @@ _CORPUS = [
 ]
 
 
+ARCHITECTURES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+
+
 def build_tiny_qwen2vl(out_dir: str | Path, *, seed: int = 0, vocab_size: int = 1024) -> Path:
-    """Write a tiny Qwen2-VL model + processor to ``out_dir`` and return the directory.
+    """Write a tiny Qwen2-VL model + processor to ``out_dir`` and return the directory."""
+    return build_tiny_qwen_vl(out_dir, arch="qwen2_vl", seed=seed, vocab_size=vocab_size)
+
+
+def build_tiny_qwen_vl(out_dir: str | Path, *, arch: str = "qwen2_vl", seed: int = 0, vocab_size: int = 1024) -> Path:
+    """Write a tiny Qwen2-VL, Qwen2.5-VL or Qwen3-VL model + processor to ``out_dir``; return the directory.
 
     About 1 MB on disk; loads with ``AutoProcessor`` / ``AutoModelForImageTextToText`` like any
-    real checkpoint.
+    real checkpoint of that family.
+
+    Raises:
+        ConfigError: ``arch`` is not one of :data:`ARCHITECTURES`.
     """
+    if arch not in ARCHITECTURES:
+        raise ConfigError(f"unknown tiny-model architecture {arch!r}; use one of {', '.join(ARCHITECTURES)}")
     torch = require("torch", extra="hf", purpose="building the tiny test model")
     transformers = require("transformers", extra="hf", purpose="building the tiny test model")
     tokenizers = require("tokenizers", extra="hf", purpose="building the tiny test model")
@@ -81,36 +96,82 @@ def build_tiny_qwen2vl(out_dir: str | Path, *, seed: int = 0, vocab_size: int = 
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
 
     torch.manual_seed(seed)
-    config = transformers.Qwen2VLConfig(
-        text_config={
-            "vocab_size": len(tokenizer),
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "max_position_embeddings": 32768,
-            "bos_token_id": None,
-            "eos_token_id": ids["<|im_end|>"],
-            "pad_token_id": ids["<|endoftext|>"],
-            # mrope sections must sum to head_dim / 2 = 64 / 4 / 2 = 8
-            "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]},
-        },
-        vision_config={"depth": 2, "embed_dim": 32, "hidden_size": 64, "num_heads": 2, "mlp_ratio": 2},
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
-    )
-    model = transformers.Qwen2VLForConditionalGeneration(config).eval()
+    text_config = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 32768,
+        "bos_token_id": None,
+        "eos_token_id": ids["<|im_end|>"],
+        "pad_token_id": ids["<|endoftext|>"],
+        # mrope sections must sum to head_dim / 2 = 64 / 4 / 2 = 8
+        "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]},
+    }
+    special = {
+        "image_token_id": ids["<|image_pad|>"],
+        "video_token_id": ids["<|video_pad|>"],
+        "vision_start_token_id": ids["<|vision_start|>"],
+        "vision_end_token_id": ids["<|vision_end|>"],
+    }
+    # Each architecture's own config, model and processor classes; only the sizes are shrunk.
+    small_images = {"shortest_edge": 56 * 56, "longest_edge": 224 * 224}
+    vision: dict[str, Any]
+    if arch == "qwen2_vl":
+        vision = {"depth": 2, "embed_dim": 32, "hidden_size": 64, "num_heads": 2, "mlp_ratio": 2}
+        config = transformers.Qwen2VLConfig(text_config=text_config, vision_config=vision, **special)
+        model = transformers.Qwen2VLForConditionalGeneration(config)
+        processor = transformers.Qwen2VLProcessor(
+            image_processor=transformers.Qwen2VLImageProcessor(size=small_images),
+            video_processor=transformers.Qwen2VLVideoProcessor(),
+            tokenizer=tokenizer,
+            chat_template=CHAT_TEMPLATE,
+        )
+    elif arch == "qwen2_5_vl":
+        vision = {
+            "depth": 2,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 2,
+            "out_hidden_size": 64,
+            "fullatt_block_indexes": [1],  # one windowed and one full-attention block, as in the real model
+        }
+        config = transformers.Qwen2_5_VLConfig(text_config=text_config, vision_config=vision, **special)
+        model = transformers.Qwen2_5_VLForConditionalGeneration(config)
+        processor = transformers.Qwen2_5_VLProcessor(
+            image_processor=transformers.Qwen2VLImageProcessor(size=small_images),
+            video_processor=transformers.Qwen2VLVideoProcessor(),
+            tokenizer=tokenizer,
+            chat_template=CHAT_TEMPLATE,
+        )
+    else:
+        text3 = {**text_config, "head_dim": 16}
+        text3["rope_parameters"] = {**text_config["rope_parameters"], "mrope_interleaved": True}
+        vision = {
+            "depth": 2,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 2,
+            "out_hidden_size": 64,
+            "patch_size": 16,  # Qwen3-VL's 16-pixel patches (Qwen2/2.5-VL use 14)
+            "num_position_embeddings": 64,
+            "deepstack_visual_indexes": [1],
+        }
+        config = transformers.Qwen3VLConfig(text_config=text3, vision_config=vision, **special)
+        model = transformers.Qwen3VLForConditionalGeneration(config)
+        processor = transformers.Qwen3VLProcessor(
+            image_processor=transformers.Qwen2VLImageProcessor(
+                patch_size=16, size={"shortest_edge": 64 * 64, "longest_edge": 256 * 256}
+            ),
+            video_processor=transformers.Qwen3VLVideoProcessor(),
+            tokenizer=tokenizer,
+            chat_template=CHAT_TEMPLATE,
+        )
+    model.eval()
     model.generation_config.eos_token_id = ids["<|im_end|>"]
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
-    processor = transformers.Qwen2VLProcessor(
-        image_processor=transformers.Qwen2VLImageProcessor(size={"shortest_edge": 56 * 56, "longest_edge": 224 * 224}),
-        video_processor=transformers.Qwen2VLVideoProcessor(),
-        tokenizer=tokenizer,
-        chat_template=CHAT_TEMPLATE,
-    )
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out

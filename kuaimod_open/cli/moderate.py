@@ -326,15 +326,22 @@ def print_summary(summary: RunSummary, out: Path) -> None:
 @click.command("tiny-model")
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--seed", type=int, default=0, show_default=True)
-def tiny_model_cmd(out_dir: Path, seed: int) -> None:
-    """Build a tiny random Qwen2-VL checkpoint in OUT_DIR (offline, ~1 MB) for smoke tests.
+@click.option(
+    "--arch",
+    type=click.Choice(["qwen2_vl", "qwen2_5_vl", "qwen3_vl"]),
+    default="qwen2_vl",
+    show_default=True,
+    help="Which Qwen-VL family's transformers classes to build.",
+)
+def tiny_model_cmd(out_dir: Path, seed: int, arch: str) -> None:
+    """Build a tiny random Qwen-VL checkpoint in OUT_DIR (offline, ~1 MB) for smoke tests.
 
     Its answers are random tokens, so its verdicts are 'unparsed' and go to review.
     """
-    from ..backends.tiny import build_tiny_qwen2vl
+    from ..backends.tiny import build_tiny_qwen_vl
 
-    path = build_tiny_qwen2vl(out_dir, seed=seed)
-    click.echo(f"tiny Qwen2-VL written to {path}; use it with: kuaimod moderate VIDEO --model {path}")
+    path = build_tiny_qwen_vl(out_dir, arch=arch, seed=seed)
+    click.echo(f"tiny {arch} written to {path}; use it with: kuaimod moderate VIDEO --model {path}")
 
 
 def load_first_stage(path: Path, allow_below: float | None, flag_at: float | None) -> tuple[Router, CascadeConfig]:
