@@ -162,6 +162,14 @@ def _moderate_batch(
                 )
             token_confidence = category_confidence(gen.token_logprobs, gen.text, verdict)
             calibration = config.confidence_calibration
+            calibrated = calibration.apply(token_confidence) if calibration else None
+            too_unsure = calibrated is not None and calibrated < policy.min_confidence
+            if too_unsure and verdict.decision is not Decision.REVIEW:
+                # A measured probability of being right below the policy's bar outranks the number the
+                # model wrote about itself: a person decides.
+                verdict = verdict.model_copy(
+                    update={"decision": Decision.REVIEW, "flags": [*verdict.flags, "low_calibrated_confidence"]}
+                )
             results[i] = verdict.model_copy(
                 update={
                     "latency_s": gen.latency_s,
@@ -169,7 +177,7 @@ def _moderate_batch(
                     "output_tokens": gen.output_tokens,
                     "precedents": shown_ids.get(i, []),
                     "token_confidence": token_confidence,
-                    "calibrated_confidence": calibration.apply(token_confidence) if calibration else None,
+                    "calibrated_confidence": calibrated,
                 }
             )
     return [v for v in results if v is not None]

@@ -114,13 +114,22 @@ def test_pipeline_applies_the_calibration_and_records_it(policy, template):
     text = verdict_json("HATE", 0.99)
     value = text.index('"HATE"') + 1
     tokens = ((text[:value], -0.5), ("HATE", -0.05), (text[value + 4 :], -0.2))
-    backend = ScriptedBackend([Generation(text=text, token_logprobs=tokens)])
+    unsure = ((text[:value], -0.5), ("HATE", -0.6), (text[value + 4 :], -0.2))
+    backend = ScriptedBackend(
+        [Generation(text=text, token_logprobs=tokens), Generation(text=text, token_logprobs=unsure)]
+    )
     config = ModerationConfig(generate=GenerateConfig(logprobs=True), confidence_calibration=calibration)
-    (verdict,) = moderate([Sample(id="a", title="t")], policy, backend, template, config)
+    verdict, doubtful = moderate(
+        [Sample(id="a", title="t"), Sample(id="b", title="u")], policy, backend, template, config
+    )
     assert verdict.token_confidence == pytest.approx(math.exp(-0.05), abs=1e-6)
     assert verdict.calibrated_confidence == calibration.apply(verdict.token_confidence)
-    assert verdict.calibrated_confidence < verdict.token_confidence
-    assert verdict.provenance.calibration_digest == calibration.digest
+    assert policy.min_confidence < verdict.calibrated_confidence < verdict.token_confidence
+    assert verdict.decision is Decision.BLOCK and verdict.provenance.calibration_digest == calibration.digest
+    # the model wrote confidence 0.99 both times, but the calibrated probability of the second is below
+    # the policy's min_confidence: a person decides
+    assert doubtful.calibrated_confidence < policy.min_confidence
+    assert doubtful.decision is Decision.REVIEW and "low_calibrated_confidence" in doubtful.flags
 
 
 def test_calibrate_confidence_cli_and_moderate_with_it(policy, tiny_model, videos, tmp_path):
