@@ -125,12 +125,24 @@ def loop(tmp_path, frame_images):
     return store, policy, teacher, train_ids, held_ids, benchmark
 
 
+@pytest.fixture(params=["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
+def student(request, tiny_model, tmp_path_factory):
+    """The tiny student checkpoint of each Qwen-VL family (LoRA targets must exist in all three)."""
+    if request.param == "qwen2_vl":
+        return tiny_model
+    from kuaimod_open.backends.tiny import build_tiny_qwen_vl
+
+    return build_tiny_qwen_vl(tmp_path_factory.mktemp(request.param), arch=request.param)
+
+
 @pytest.mark.hf
 @pytest.mark.slow
-def test_update_lora_end_to_end_on_the_tiny_model(loop, tiny_model, tmp_path):
+def test_update_lora_end_to_end_on_the_tiny_model(loop, student, tmp_path):
     pytest.importorskip("trl")
     pytest.importorskip("peft")
     from safetensors.torch import load_file
+
+    tiny_model = student
 
     from kuaimod_open.backends.hf import HFBackend
     from kuaimod_open.updaters.lora import LoraTrainConfig, read_meta, update_lora
