@@ -109,13 +109,28 @@ def severity_of(verdict: Verdict, policy: Policy) -> Severity | None:
     return max(known, key=lambda s: SEVERITY_RANK[s]) if known else None
 
 
+# Why a verdict was sent to a person, from its flags (first match wins), shown in the queue's "why".
+_REVIEW_REASONS = (
+    ("injection_suspected", "injection suspected"),
+    ("low_confidence", "low confidence"),
+    ("low_calibrated_confidence", "low confidence"),
+    ("inconsistent_categories", "inconsistent answer"),
+    ("unconfirmed_mention", "loose answer"),
+    ("unconfirmed_benign", "loose answer"),
+    ("no_vlm", "escalated"),
+    ("escalated", "escalated"),
+)
+
+
 def _reasons(verdict: Verdict, low_confidence: float, open_reports: int) -> list[str]:
     reasons = []
     if verdict.status in (ParseStatus.UNPARSED, ParseStatus.ERROR):
         reasons.append(str(verdict.status))
     elif verdict.decision is Decision.REVIEW:
-        reasons.append("low confidence" if "low_confidence" in verdict.flags else "escalated")
-    if verdict.confidence is not None and verdict.confidence < low_confidence and "low confidence" not in reasons:
+        flagged = next((why for flag, why in _REVIEW_REASONS if flag in verdict.flags), None)
+        reasons.append(flagged or "needs review")
+    confidence = shown_confidence(verdict)
+    if confidence is not None and confidence < low_confidence and "low confidence" not in reasons:
         reasons.append("low confidence")
     if open_reports:
         reasons.append(f"reported x{open_reports}")

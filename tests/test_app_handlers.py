@@ -331,3 +331,26 @@ def test_demo_seed_is_idempotent(ctx: h.ReviewContext, tmp_path: Path) -> None:
     seed_demo(ctx.store, ctx.policy()[0], tmp_path / "frames")
     assert rows(ctx, "SELECT COUNT(*) FROM verdicts") == before
     assert os.path.isfile(tmp_path / "frames" / "demo-01_0.jpg")
+
+
+def test_queue_says_why_and_ranks_by_the_best_confidence() -> None:
+    from app.queue import _reasons, shown_confidence, uncertainty
+    from kuaimod_open.policy import Decision
+    from kuaimod_open.verdict import ParseStatus, Provenance
+
+    prov = Provenance(model="m", policy_version="1", policy_digest="d", prompt_digest="p", package_version="0")
+
+    def verdict(flags: list[str], **kw: object) -> Verdict:
+        fields = {"decision": Decision.REVIEW, "category": "HATE", "status": ParseStatus.OK, **kw}
+        return Verdict(sample_id="s", flags=flags, provenance=prov, **fields)
+
+    assert _reasons(verdict(["injection_suspected", "injection:override@title"]), 0.5, 0) == ["injection suspected"]
+    assert _reasons(verdict(["low_calibrated_confidence"]), 0.5, 0) == ["low confidence"]
+    assert _reasons(verdict(["flexible_parse", "unconfirmed_mention"]), 0.5, 1) == ["loose answer", "reported x1"]
+    assert _reasons(verdict(["escalated", "no_vlm"]), 0.5, 0) == ["escalated"]
+    assert _reasons(verdict([]), 0.5, 0) == ["needs review"]
+    # a calibrated confidence outranks the number the model wrote about itself
+    sure_but_wrong = verdict([], decision=Decision.BLOCK, confidence=0.99, calibrated_confidence=0.3)
+    assert shown_confidence(sure_but_wrong) == 0.3 and uncertainty(sure_but_wrong) == 0.7
+    assert _reasons(sure_but_wrong, 0.5, 0) == ["low confidence"]
+    assert uncertainty(verdict([], confidence=0.99, token_confidence=0.6)) == 0.4
