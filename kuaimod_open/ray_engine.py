@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,19 +65,48 @@ def _prepare_row(row: dict[str, Any], config: ModerationConfig, max_bytes: int) 
     }
 
 
+@dataclass(frozen=True)
+class FirstStage:
+    """The cascade in front of the model: a router folder every actor can read, and threshold overrides."""
+
+    router: str  # on a cluster: a path on storage shared by the nodes
+    allow_below: float | None = None
+    flag_at: float | None = None
+
+
 class ModelActor:
     """Holds one backend replica; judges batches of prepared rows (error rows become error verdicts)."""
 
-    def __init__(self, spec: BackendSpec, policy: Policy, template: Template, config: ModerationConfig) -> None:
+    def __init__(
+        self,
+        spec: BackendSpec,
+        policy: Policy,
+        template: Template,
+        config: ModerationConfig,
+        first_stage: FirstStage | None = None,
+    ) -> None:
         self.backend, self.policy, self.template = spec.build(), policy, template
         self.config = dataclasses.replace(config, extract=None)  # rows arrive prepared
+        self.judge: Callable[[list[Sample]], list[Verdict]] | None = None
+        if first_stage is not None:
+            from .cascade import cascade_config, run_cascade
+            from .router import load_router
+
+            router = load_router(first_stage.router)
+            cascade = cascade_config(first_stage.allow_below, first_stage.flag_at)
+            self.judge = lambda good: run_cascade(
+                good, policy, router, backend=self.backend, template=template, moderation=self.config, config=cascade
+            )
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         """One batch of rows in, one verdict JSON line per row out."""
         samples = [Sample.model_validate_json(str(s)) for s in batch["sample"]]
         errors = [str(e) for e in batch["error"]]
         good = [s for s, e in zip(samples, errors, strict=True) if not e]
-        judged = iter(moderate(good, self.policy, self.backend, self.template, self.config))
+        if self.judge is not None:
+            judged = iter(self.judge(good))
+        else:
+            judged = iter(moderate(good, self.policy, self.backend, self.template, self.config))
         out: list[str] = []
         for sample, error in zip(samples, errors, strict=True):
             if error:
@@ -97,8 +126,13 @@ def run_ray_job(
     config: ModerationConfig | None = None,
     runner: RunnerConfig | None = None,
     ray_config: RayConfig | None = None,
+    first_stage: FirstStage | None = None,
 ) -> JobSummary:
-    """Moderate ``items`` into ``out`` with Ray Data; resumable exactly like :func:`runner.run_job`."""
+    """Moderate ``items`` into ``out`` with Ray Data; resumable exactly like :func:`runner.run_job`.
+
+    With ``first_stage``, each model actor runs the cascade: the router decides the clear cases and
+    only the rest reach the actor's model.
+    """
     ray = require("ray", extra="ray", purpose="--engine ray")
     out, config = Path(out), config or ModerationConfig()
     runner, ray_config = runner or RunnerConfig(), ray_config or RayConfig()
@@ -124,7 +158,13 @@ def run_ray_job(
             )
             ds = ds.map_batches(
                 ModelActor,
-                fn_constructor_kwargs={"spec": spec, "policy": policy, "template": template, "config": config},
+                fn_constructor_kwargs={
+                    "spec": spec,
+                    "policy": policy,
+                    "template": template,
+                    "config": config,
+                    "first_stage": first_stage,
+                },
                 batch_size=max(1, config.generate.batch_size),
                 concurrency=ray_config.model_actors,
                 num_gpus=ray_config.gpus_per_actor,

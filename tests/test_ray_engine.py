@@ -51,3 +51,31 @@ def test_ray_job_one_verdict_each_errors_recorded_and_resume(local_ray, policy, 
     assert (tmp_path / "v.parquet").is_file()
     again = run_ray_job(items, policy, template, spec, out, config, runner, RayConfig())
     assert (again.written, again.skipped) == (0, 8) and len(out.read_text().splitlines()) == 8
+
+
+def test_ray_job_with_the_cascade_sends_only_escalated_rows_to_the_model(local_ray, policy, tmp_path):
+    pytest.importorskip("sklearn")
+    import numpy as np
+    from router_data import synthetic_rows, write_rows
+
+    from kuaimod_open.ingest import load_benchmark
+    from kuaimod_open.prompt import load_template
+    from kuaimod_open.ray_engine import BackendSpec, FirstStage, RayConfig, run_ray_job
+    from kuaimod_open.router import RouterConfig, train_router
+
+    samples = load_benchmark(write_rows(tmp_path / "rows.jsonl", synthetic_rows(40, seed=3)))
+    router = train_router(samples, policy, RouterConfig(features=["tfidf"], inner_folds=3))
+    folder = router.save(tmp_path / "router")
+    p = np.sort(router.score(samples).p_violative)
+    first = FirstStage(str(folder), allow_below=float(p[13]), flag_at=float(p[27]))  # ~a third in each band
+    spec = BackendSpec("scripted", {"default": verdict_json("HATE"), "model_id": "vlm"})
+    out = tmp_path / "v.jsonl"
+    config = ModerationConfig(frames_dir=tmp_path / "frames", generate=GenerateConfig(batch_size=8))
+    items = [WorkItem(s) for s in samples]
+    summary = run_ray_job(items, policy, load_template(), spec, out, config, RunnerConfig(progress=False),
+                          RayConfig(), first)  # fmt: skip
+    lines = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
+    assert sorted(x["sample_id"] for x in lines) == sorted(s.id for s in samples) and summary.written == 40
+    vlm = [x for x in lines if x["stage"] == "vlm"]
+    assert len(vlm) == 14 and all(x["provenance"]["model"] == "vlm" and "escalated" in x["flags"] for x in vlm)
+    assert all(x["provenance"]["model"].startswith("router:router@") for x in lines if x["stage"] == "router")

@@ -244,11 +244,15 @@ def moderate_cmd(
 
         if store is not None:
             raise ConfigError("--db is not supported with --engine ray yet; record the JSONL with 'kuaimod feedback'")
-        if router is not None:
-            raise ConfigError("--router is not supported with --engine ray yet; run the cascade with --engine local")
         spec = backend_spec(backend, model, adapter, device, dtype, base_url, api_key, batch_size)
         ray_config = RayConfig(address=ray_address, model_actors=ray_actors, gpus_per_actor=ray_gpus_per_actor)
-        summary = run_ray_job(items, pol, tmpl, spec, out, config, runner, ray_config)
+        first = None
+        if router is not None:
+            from ..ray_engine import FirstStage
+
+            load_first_stage(router, allow_below, flag_at)  # a bad router or thresholds fail here, not in an actor
+            first = FirstStage(str(router.resolve()), allow_below, flag_at)
+        summary = run_ray_job(items, pol, tmpl, spec, out, config, runner, ray_config, first)
     else:
         first_stage = load_first_stage(router, allow_below, flag_at) if router is not None else None
         model_backend = build_backend(backend, model, adapter, device, dtype, base_url, api_key, batch_size)
