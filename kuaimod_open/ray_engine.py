@@ -114,7 +114,8 @@ class ModelActor:
                 out.append(error_verdict(sample.id, error, prov, stage=Stage.PIPELINE).model_dump_json())
             else:
                 out.append(next(judged).model_dump_json())
-        return {"verdict": out, "seconds": list(batch["seconds"])}
+        # The prepared samples go back too, so the driver can record them (frames, OCR/ASR) in a store.
+        return {"verdict": out, "seconds": list(batch["seconds"]), "sample": [str(x) for x in batch["sample"]]}
 
 
 def run_ray_job(
@@ -127,11 +128,15 @@ def run_ray_job(
     runner: RunnerConfig | None = None,
     ray_config: RayConfig | None = None,
     first_stage: FirstStage | None = None,
+    *,
+    on_sample: Callable[[Sample], None] | None = None,
+    on_verdict: Callable[[Verdict], None] | None = None,
 ) -> JobSummary:
     """Moderate ``items`` into ``out`` with Ray Data; resumable exactly like :func:`runner.run_job`.
 
     With ``first_stage``, each model actor runs the cascade: the router decides the clear cases and
-    only the rest reach the actor's model.
+    only the rest reach the actor's model. ``on_sample`` / ``on_verdict`` run in the driver for every
+    prepared sample and written verdict (e.g. to record both in the feedback store).
     """
     ray = require("ray", extra="ray", purpose="--engine ray")
     out, config = Path(out), config or ModerationConfig()
@@ -173,11 +178,15 @@ def run_ray_job(
             for row in ds.iter_rows():
                 verdict = Verdict.model_validate_json(row["verdict"])
                 # Written by the driver only: one writer, so the exactly-once file logic is unchanged.
+                if on_sample is not None:
+                    on_sample(Sample.model_validate_json(row["sample"]))
                 handle.write(verdict.model_dump_json() + "\n")
                 handle.flush()
                 os.fsync(handle.fileno())
                 summary.add(verdict)
                 summary.prepare_seconds += float(row["seconds"])
+                if on_verdict is not None:
+                    on_verdict(verdict)
         summary.seconds = time.perf_counter() - started
     if runner.parquet is not None:
         write_parquet(out, runner.parquet)

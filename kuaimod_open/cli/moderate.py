@@ -242,8 +242,8 @@ def moderate_cmd(
     if engine == "ray":
         from ..ray_engine import RayConfig, run_ray_job
 
-        if store is not None:
-            raise ConfigError("--db is not supported with --engine ray yet; record the JSONL with 'kuaimod feedback'")
+        if precedents_k:
+            raise ConfigError("--precedents is not supported with --engine ray yet (actors cannot reach the store)")
         spec = backend_spec(backend, model, adapter, device, dtype, base_url, api_key, batch_size)
         ray_config = RayConfig(address=ray_address, model_actors=ray_actors, gpus_per_actor=ray_gpus_per_actor)
         first = None
@@ -252,7 +252,8 @@ def moderate_cmd(
 
             load_first_stage(router, allow_below, flag_at)  # a bad router or thresholds fail here, not in an actor
             first = FirstStage(str(router.resolve()), allow_below, flag_at)
-        summary = run_ray_job(items, pol, tmpl, spec, out, config, runner, ray_config, first)
+        hooks = store_hooks(store, pol, 0) if store is not None else {}
+        summary = run_ray_job(items, pol, tmpl, spec, out, config, runner, ray_config, first, **hooks)
     else:
         first_stage = load_first_stage(router, allow_below, flag_at) if router is not None else None
         model_backend = build_backend(backend, model, adapter, device, dtype, base_url, api_key, batch_size)
