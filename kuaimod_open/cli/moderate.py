@@ -14,10 +14,16 @@ from ..extract import OFFLINE_WHISPER, ExtractConfig, check_available
 from ..ingest import SamplingMode
 from ..manifest import collect_items
 from ..pipeline import ModerationConfig, RunSummary
-from ..policy import default_policy_path
 from ..runner import JobSummary, RunnerConfig, run_job
 from .confidence import confidence_options, generate_config
-from .options import backend_options, build_backend, frame_options, load_policy_and_template, policy_options
+from .options import (
+    backend_options,
+    build_backend,
+    frame_options,
+    load_policy_and_template,
+    policy_options,
+    store_policy_path,
+)
 
 if TYPE_CHECKING:
     from ..backends.base import Backend
@@ -220,12 +226,10 @@ def moderate_cmd(
         raise ConfigError("--precedents needs --db (the store the precedents live in)")
     store = None
     if db:
-        from ..registry import active_policy
         from ..store import Store
 
         store = Store(db)
-        if policy is None:
-            policy = active_policy(store, default=default_policy_path())[1]
+        policy = store_policy_path(store, policy)
     pol, tmpl = load_policy_and_template(policy, template)
     items = collect_items(inputs, manifests, frames_root)
     generate, calibration = generate_config(max_new_tokens, batch_size, logprobs, confidence_calibration)

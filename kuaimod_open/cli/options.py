@@ -1,7 +1,8 @@
-"""Options shared by several commands (policy, template, backend, frames)."""
+"""Options shared by several commands (policy, template, backend, frames, gate)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -10,6 +11,7 @@ import click
 
 from ..backends import BACKENDS, DEFAULT_HF_MODEL, Backend, get_backend
 from ..errors import ConfigError
+from ..gate import TARGETS, GateConfig
 from ..ingest import DEFAULT_FRAMES, DEFAULT_MAX_SIDE, SamplingMode
 from ..policy import Policy, default_policy_path, load_policy
 from ..prompt import Template, load_template
@@ -130,3 +132,76 @@ def build_backend(
             raise ConfigError("--backend openai needs --model (the model name the server serves)")
         return get_backend("openai", model=model, base_url=base_url, api_key=api_key, concurrency=batch_size)
     raise ConfigError(f"unknown backend {backend}")
+
+
+def gate_options(func: F) -> F:
+    """The evaluation gate's flags, handed to the command as one ``gate: GateConfig`` argument.
+
+    --target, --min-improvement, --tolerance, --min-lost, --benign-tolerance, --max-review-increase.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        kwargs["gate"] = GateConfig(
+            target=kwargs.pop("target"),
+            min_improvement=kwargs.pop("min_improvement"),
+            category_tolerance=kwargs.pop("tolerance"),
+            min_lost=kwargs.pop("min_lost"),
+            benign_tolerance=kwargs.pop("benign_tolerance"),
+            max_review_increase=kwargs.pop("max_review_increase"),
+        )
+        return func(*args, **kwargs)
+
+    options = [
+        click.option(
+            "--target",
+            type=click.Choice(list(TARGETS)),
+            default="strict_accuracy",
+            show_default=True,
+            help="Metric the candidate must improve on the golden set.",
+        ),
+        click.option("--min-improvement", type=float, default=0.0, show_default=True),
+        click.option(
+            "--tolerance",
+            type=float,
+            default=0.02,
+            show_default=True,
+            help="Largest allowed recall drop of any violation category (with >= 3 golden samples).",
+        ),
+        click.option(
+            "--min-lost",
+            type=click.IntRange(1),
+            default=2,
+            show_default=True,
+            help="A category regresses only if the candidate also misses this many more of its golden samples.",
+        ),
+        click.option(
+            "--benign-tolerance",
+            type=float,
+            default=0.10,
+            show_default=True,
+            help="Largest allowed drop of benign recall (growth of false flags).",
+        ),
+        click.option("--max-review-increase", type=float, default=0.05, show_default=True),
+    ]
+    decorated: Any = wrapper
+    for option in reversed(options):
+        decorated = option(decorated)
+    return decorated  # type: ignore[no-any-return]
+
+
+def store_policy_option(func: F) -> F:
+    """--policy for commands that work on a feedback store (default: the store's active policy)."""
+    return click.option(
+        "--policy",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="Policy [default: the active policy in the store, else prompts/policy.yaml].",
+    )(func)
+
+
+def store_policy_path(store: Any, policy: Path | None) -> Path:
+    """``--policy`` if given, else the store's active policy (the shipped one is registered on first use)."""
+    from ..registry import active_policy
+
+    return policy or active_policy(store, default=default_policy_path())[1]

@@ -11,7 +11,26 @@ from ..backends.base import GenerateConfig
 from ..ingest import Sample, load_benchmark
 from ..pipeline import ModerationConfig
 from ..policy import default_policy_path, load_policy
-from .options import backend_options, build_backend, load_policy_and_template, policy_options
+from .options import F, backend_options, build_backend, load_policy_and_template, policy_options
+
+
+def features_option(func: F) -> F:
+    """--features (the router's feature families)."""
+    return click.option(
+        "--features",
+        default="tfidf,e5,knn",
+        show_default=True,
+        help="Comma-separated: tfidf (char n-grams), e5 (e5-small embeddings, cached), knn (nearest-row vote).",
+    )(func)
+
+
+def feature_names(features: str) -> list[str]:
+    """The --features value as a list; unknown or empty is a usage error."""
+    names = [f.strip() for f in features.split(",") if f.strip()]
+    unknown = sorted(set(names) - {"tfidf", "e5", "knn"})
+    if unknown or not names:
+        raise click.BadParameter(f"unknown feature(s) {unknown or names}; use tfidf, e5, knn", param_hint="--features")
+    return names
 
 
 @click.command("train-router")
@@ -25,12 +44,7 @@ from .options import backend_options, build_backend, load_policy_and_template, p
 )
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Router folder to write.")
 @click.option("--policy", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Policy YAML file.")
-@click.option(
-    "--features",
-    default="tfidf,e5,knn",
-    show_default=True,
-    help="Comma-separated: tfidf (char n-grams), e5 (e5-small embeddings, cached), knn (nearest-row vote).",
-)
+@features_option
 @click.option(
     "--max-missed",
     type=click.FloatRange(0, 1),
@@ -77,10 +91,7 @@ def train_router_cmd(
     samples: list[Sample] = []
     for path in data:
         samples.extend(load_benchmark(path))
-    names = [f.strip() for f in features.split(",") if f.strip()]
-    unknown = sorted(set(names) - {"tfidf", "e5", "knn"})
-    if unknown or not names:
-        raise click.BadParameter(f"unknown feature(s) {unknown or names}; use tfidf, e5, knn", param_hint="--features")
+    names = feature_names(features)
     config = RouterConfig.model_validate(
         {
             "features": names,

@@ -7,11 +7,12 @@ from pathlib import Path
 import click
 
 from ..backends.base import GenerateConfig
-from ..gate import TARGETS
-from ..policy import default_policy_path, load_policy
+from ..gate import GateConfig
+from ..policy import load_policy
 from ..store import Store
 from .feedback import db_option
-from .options import F, backend_options
+from .options import backend_options, gate_options, store_policy_option, store_policy_path
+from .router import feature_names, features_option
 
 
 @click.group("update")
@@ -19,53 +20,9 @@ def update_group() -> None:
     """Turn stored feedback into new policy versions, routers or LoRA adapters, behind an evaluation gate."""
 
 
-def gate_options(func: F) -> F:
-    """--target, --min-improvement, --tolerance, --min-lost, --benign-tolerance, --max-review-increase."""
-    options = [
-        click.option(
-            "--target",
-            type=click.Choice(list(TARGETS)),
-            default="strict_accuracy",
-            show_default=True,
-            help="Metric the candidate must improve on the golden set.",
-        ),
-        click.option("--min-improvement", type=float, default=0.0, show_default=True),
-        click.option(
-            "--tolerance",
-            type=float,
-            default=0.02,
-            show_default=True,
-            help="Largest allowed recall drop of any violation category (with >= 3 golden samples).",
-        ),
-        click.option(
-            "--min-lost",
-            type=click.IntRange(1),
-            default=2,
-            show_default=True,
-            help="A category regresses only if the candidate also misses this many more of its golden samples.",
-        ),
-        click.option(
-            "--benign-tolerance",
-            type=float,
-            default=0.10,
-            show_default=True,
-            help="Largest allowed drop of benign recall (growth of false flags).",
-        ),
-        click.option("--max-review-increase", type=float, default=0.05, show_default=True),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
 @update_group.command("policy")
 @db_option
-@click.option(
-    "--policy",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Base policy [default: the active policy in the store, else prompts/policy.yaml].",
-)
+@store_policy_option
 @click.option(
     "--versions-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -98,12 +55,7 @@ def update_policy_cmd(
     api_key: str | None,
     batch_size: int,
     max_new_tokens: int,
-    target: str,
-    min_improvement: float,
-    tolerance: float,
-    min_lost: int,
-    benign_tolerance: float,
-    max_review_increase: float,
+    gate: GateConfig,
     vlm_gate: bool,
 ) -> None:
     """Propose a new policy version from disagreements between verdicts and later human decisions.
@@ -112,13 +64,12 @@ def update_policy_cmd(
     --vlm-gate) it is evaluated against the current policy on the golden set and promoted only if
     it passes the gate.
     """
-    from ..gate import GateConfig, golden_set
+    from ..gate import golden_set
     from ..hub import load_eval_data
-    from ..registry import active_policy
     from ..updaters.policy import update_policy
 
     store = Store(db)
-    base_path = policy or active_policy(store, default=default_policy_path())[1]
+    base_path = store_policy_path(store, policy)
     base = load_policy(base_path)
     predictor = None
     if router is not None:
@@ -137,15 +88,7 @@ def update_policy_cmd(
         predictor = lambda samples, pol: list(moderate(samples, pol, vlm, template, run_config))  # noqa: E731
     benchmark = load_eval_data(data)[0] if data else []
     golden = golden_set(store, base, benchmark)
-    config = GateConfig(
-        target=target,
-        min_improvement=min_improvement,
-        category_tolerance=tolerance,
-        min_lost=min_lost,
-        benign_tolerance=benign_tolerance,
-        max_review_increase=max_review_increase,
-    )
-    result = update_policy(store, base_path, versions_dir, predictor=predictor, golden=golden, gate_config=config)
+    result = update_policy(store, base_path, versions_dir, predictor=predictor, golden=golden, gate_config=gate)
     for change in result.changes[:30]:
         click.echo(f"  {change}")
     if result.diff_path is not None:
@@ -155,12 +98,7 @@ def update_policy_cmd(
 
 @update_group.command("router")
 @db_option
-@click.option(
-    "--policy",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Policy [default: the active policy in the store, else prompts/policy.yaml].",
-)
+@store_policy_option
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
@@ -175,12 +113,7 @@ def update_policy_cmd(
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help="Extra labelled KuaiMod-format rows to train on besides the decisions (repeatable; golden rows are dropped).",
 )
-@click.option(
-    "--features",
-    default="tfidf,e5,knn",
-    show_default=True,
-    help="Comma-separated: tfidf, e5, knn (see kuaimod train-router).",
-)
+@features_option
 @click.option("--holdout", type=click.FloatRange(0.0, 0.9), default=0.2, show_default=True)
 @click.option("--force", is_flag=True, help="Retrain even when no new decisions arrived.")
 @gate_options
@@ -193,12 +126,7 @@ def update_router_cmd(
     features: str,
     holdout: float,
     force: bool,
-    target: str,
-    min_improvement: float,
-    tolerance: float,
-    min_lost: int,
-    benign_tolerance: float,
-    max_review_increase: float,
+    gate: GateConfig,
 ) -> None:
     """Retrain the first-stage router with the new human decisions; promote it only through the gate.
 
@@ -210,19 +138,15 @@ def update_router_cmd(
       kuaimod update router --db sqlite:///kuaimod.db --data benchmark.jsonl
       kuaimod update router --db sqlite:///kuaimod.db --train-data extra.jsonl --features tfidf
     """
-    from ..gate import GateConfig, golden_set
+    from ..gate import golden_set
     from ..hub import load_eval_data
     from ..ingest import load_benchmark
-    from ..registry import active_policy
     from ..router_model import RouterConfig
     from ..updaters.router import update_router
 
     store = Store(db)
-    pol = load_policy(policy) if policy else active_policy(store, default=default_policy_path())[0]
-    names = [f.strip() for f in features.split(",") if f.strip()]
-    unknown = sorted(set(names) - {"tfidf", "e5", "knn"})
-    if unknown or not names:
-        raise click.BadParameter(f"unknown feature(s) {unknown or names}; use tfidf, e5, knn", param_hint="--features")
+    pol = load_policy(store_policy_path(store, policy))
+    names = feature_names(features)
     benchmark = load_eval_data(data)[0] if data else []
     extra = [s for path in train_data for s in load_benchmark(path)]
     result = update_router(
@@ -232,14 +156,7 @@ def update_router_cmd(
         golden=golden_set(store, pol, benchmark, holdout=holdout),
         extra_train=extra,
         config=RouterConfig.model_validate({"features": names}),
-        gate_config=GateConfig(
-            target=target,
-            min_improvement=min_improvement,
-            category_tolerance=tolerance,
-            min_lost=min_lost,
-            benign_tolerance=benign_tolerance,
-            max_review_increase=max_review_increase,
-        ),
+        gate_config=gate,
         holdout=holdout,
         force=force,
     )

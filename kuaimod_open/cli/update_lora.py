@@ -7,9 +7,10 @@ from pathlib import Path
 import click
 
 from ..backends import DEFAULT_HF_MODEL, Backend
-from ..gate import TARGETS
+from ..gate import GateConfig
 from ..store import Store
 from .feedback import db_option
+from .options import gate_options, store_policy_option, store_policy_path
 
 
 def _summary(losses: list[float]) -> str:
@@ -55,23 +56,13 @@ def _summary(losses: list[float]) -> str:
 @click.option("--frames-root", type=click.Path(file_okay=False, path_type=Path), default=None)
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda or auto (training and gate).")
 @click.option("--dtype", default="auto", show_default=True, help="bfloat16, float16, float32 or auto.")
-@click.option(
-    "--policy",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Policy [default: the active policy in the store, else prompts/policy.yaml].",
-)
+@store_policy_option
 @click.option("--template", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("--tag2cot-template", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("--holdout", type=click.FloatRange(0.0, 0.9), default=0.2, show_default=True)
 @click.option("--gen-batch-size", type=click.IntRange(1, 512), default=4, show_default=True)
 @click.option("--max-new-tokens", type=click.IntRange(1, 32768), default=1024, show_default=True)
-@click.option("--target", type=click.Choice(list(TARGETS)), default="strict_accuracy", show_default=True)
-@click.option("--min-improvement", type=float, default=0.0, show_default=True)
-@click.option("--tolerance", type=float, default=0.02, show_default=True, help="Largest allowed recall drop.")
-@click.option("--min-lost", type=click.IntRange(1), default=2, show_default=True, help="Samples lost to regress.")
-@click.option("--benign-tolerance", type=float, default=0.10, show_default=True, help="Largest benign recall drop.")
-@click.option("--max-review-increase", type=float, default=0.05, show_default=True)
+@gate_options
 def lora_cmd(
     db: str,
     model: str,
@@ -97,23 +88,16 @@ def lora_cmd(
     holdout: float,
     gen_batch_size: int,
     max_new_tokens: int,
-    target: str,
-    min_improvement: float,
-    tolerance: float,
-    min_lost: int,
-    benign_tolerance: float,
-    max_review_increase: float,
+    gate: GateConfig,
 ) -> None:
     """Teacher chains (Tag2CoT) checked by CoT2Tag -> SFT + DPO LoRA -> gate; activated only if better.
 
     Safe to run from cron: a run with no reviewer decisions since the last one does nothing.
     """
     from ..backends.base import GenerateConfig
-    from ..gate import GateConfig
     from ..pipeline import ModerationConfig
-    from ..policy import default_policy_path, load_policy
+    from ..policy import load_policy
     from ..prompt import load_template
-    from ..registry import active_policy
     from ..updaters.lora import update_lora
     from ..updaters.lora_train import LoraTrainConfig
     from ..updaters.tag2cot import load_tag2cot_template
@@ -121,7 +105,7 @@ def lora_cmd(
 
     store = Store(db)
     # Validate every file and setting before a model is loaded.
-    base_policy = load_policy(policy) if policy else active_policy(store, default=default_policy_path())[0]
+    base_policy = load_policy(store_policy_path(store, policy))
     moderation_template = load_template(template)
     tag2cot = load_tag2cot_template(tag2cot_template)
     train = LoraTrainConfig(
@@ -135,14 +119,6 @@ def lora_cmd(
         device=device,
         dtype=dtype,
         progress=True,
-    )
-    gate = GateConfig(
-        target=target,
-        min_improvement=min_improvement,
-        category_tolerance=tolerance,
-        min_lost=min_lost,
-        benign_tolerance=benign_tolerance,
-        max_review_increase=max_review_increase,
     )
     golden_rows = []
     if benchmark:
