@@ -51,7 +51,13 @@ _CORPUS = [
 ]
 
 
-ARCHITECTURES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+# transformers class prefix (Config, ForConditionalGeneration), processor and video processor per family
+_CLASSES = {
+    "qwen2_vl": ("Qwen2VL", "Qwen2VLProcessor", "Qwen2VLVideoProcessor"),
+    "qwen2_5_vl": ("Qwen2_5_VL", "Qwen2_5_VLProcessor", "Qwen2VLVideoProcessor"),
+    "qwen3_vl": ("Qwen3VL", "Qwen3VLProcessor", "Qwen3VLVideoProcessor"),
+}
+ARCHITECTURES = tuple(_CLASSES)
 
 
 def build_tiny_qwen2vl(out_dir: str | Path, *, seed: int = 0, vocab_size: int = 1024) -> Path:
@@ -117,58 +123,29 @@ def build_tiny_qwen_vl(out_dir: str | Path, *, arch: str = "qwen2_vl", seed: int
         "vision_end_token_id": ids["<|vision_end|>"],
     }
     # Each architecture's own config, model and processor classes; only the sizes are shrunk.
-    small_images = {"shortest_edge": 56 * 56, "longest_edge": 224 * 224}
-    vision: dict[str, Any]
+    prefix, processor_name, video_name = _CLASSES[arch]
+    vision: dict[str, Any] = {"depth": 2, "num_heads": 2}
+    images: dict[str, Any] = {"size": {"shortest_edge": 56 * 56, "longest_edge": 224 * 224}}
     if arch == "qwen2_vl":
-        vision = {"depth": 2, "embed_dim": 32, "hidden_size": 64, "num_heads": 2, "mlp_ratio": 2}
-        config = transformers.Qwen2VLConfig(text_config=text_config, vision_config=vision, **special)
-        model = transformers.Qwen2VLForConditionalGeneration(config)
-        processor = transformers.Qwen2VLProcessor(
-            image_processor=transformers.Qwen2VLImageProcessor(size=small_images),
-            video_processor=transformers.Qwen2VLVideoProcessor(),
-            tokenizer=tokenizer,
-            chat_template=CHAT_TEMPLATE,
-        )
-    elif arch == "qwen2_5_vl":
-        vision = {
-            "depth": 2,
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_heads": 2,
-            "out_hidden_size": 64,
-            "fullatt_block_indexes": [1],  # one windowed and one full-attention block, as in the real model
-        }
-        config = transformers.Qwen2_5_VLConfig(text_config=text_config, vision_config=vision, **special)
-        model = transformers.Qwen2_5_VLForConditionalGeneration(config)
-        processor = transformers.Qwen2_5_VLProcessor(
-            image_processor=transformers.Qwen2VLImageProcessor(size=small_images),
-            video_processor=transformers.Qwen2VLVideoProcessor(),
-            tokenizer=tokenizer,
-            chat_template=CHAT_TEMPLATE,
-        )
+        vision |= {"embed_dim": 32, "hidden_size": 64, "mlp_ratio": 2}
     else:
-        text3 = {**text_config, "head_dim": 16}
-        text3["rope_parameters"] = {**text_config["rope_parameters"], "mrope_interleaved": True}
-        vision = {
-            "depth": 2,
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_heads": 2,
-            "out_hidden_size": 64,
-            "patch_size": 16,  # Qwen3-VL's 16-pixel patches (Qwen2/2.5-VL use 14)
-            "num_position_embeddings": 64,
-            "deepstack_visual_indexes": [1],
-        }
-        config = transformers.Qwen3VLConfig(text_config=text3, vision_config=vision, **special)
-        model = transformers.Qwen3VLForConditionalGeneration(config)
-        processor = transformers.Qwen3VLProcessor(
-            image_processor=transformers.Qwen2VLImageProcessor(
-                patch_size=16, size={"shortest_edge": 64 * 64, "longest_edge": 256 * 256}
-            ),
-            video_processor=transformers.Qwen3VLVideoProcessor(),
-            tokenizer=tokenizer,
-            chat_template=CHAT_TEMPLATE,
-        )
+        vision |= {"hidden_size": 32, "intermediate_size": 64, "out_hidden_size": 64}
+    if arch == "qwen2_5_vl":
+        vision["fullatt_block_indexes"] = [1]  # one windowed and one full-attention block, as in the real model
+    if arch == "qwen3_vl":
+        text_config = {**text_config, "head_dim": 16}
+        text_config["rope_parameters"] = {**text_config["rope_parameters"], "mrope_interleaved": True}
+        # Qwen3-VL's 16-pixel patches (Qwen2/2.5-VL use 14)
+        vision |= {"patch_size": 16, "num_position_embeddings": 64, "deepstack_visual_indexes": [1]}
+        images = {"patch_size": 16, "size": {"shortest_edge": 64 * 64, "longest_edge": 256 * 256}}
+    config = getattr(transformers, f"{prefix}Config")(text_config=text_config, vision_config=vision, **special)
+    model = getattr(transformers, f"{prefix}ForConditionalGeneration")(config)
+    processor = getattr(transformers, processor_name)(
+        image_processor=transformers.Qwen2VLImageProcessor(**images),
+        video_processor=getattr(transformers, video_name)(),
+        tokenizer=tokenizer,
+        chat_template=CHAT_TEMPLATE,
+    )
     model.eval()
     model.generation_config.eos_token_id = ids["<|im_end|>"]
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
