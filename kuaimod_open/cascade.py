@@ -15,7 +15,9 @@ CLI) can override them. An escalated video is never allowed by the router.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
@@ -27,7 +29,7 @@ from .ingest import Sample
 from .pipeline import ModerationConfig, PrecedentLookup, moderate
 from .policy import Decision, Policy
 from .prompt import Template
-from .router import Router, router_verdict
+from .router import Router, load_router, router_verdict
 from .verdict import Verdict
 
 
@@ -121,6 +123,50 @@ def run_cascade(
     return [v for v in results if v is not None]
 
 
+@dataclass(frozen=True)
+class FirstStage:
+    """Where the cascade's router lives and the threshold overrides: small and picklable (Ray actors)."""
+
+    router: str  # a router folder; on a cluster, a path on storage every node can read
+    allow_below: float | None = None
+    flag_at: float | None = None
+
+    def load(self) -> tuple[Router, CascadeConfig]:
+        """Load the router and check the thresholds against its card (errors are ConfigErrors)."""
+        loaded = load_router(self.router)
+        cascade = cascade_config(self.allow_below, self.flag_at)
+        cascade.thresholds(loaded)
+        return loaded, cascade
+
+
+def cascade_judge(
+    first_stage: tuple[Router, CascadeConfig],
+    policy: Policy,
+    backend: Backend,
+    template: Template,
+    moderation: ModerationConfig,
+    precedents: PrecedentLookup | None = None,
+) -> Callable[[list[Sample]], list[Verdict]]:
+    """The batch judge of a cascade job (runner, Ray actor, service): the router first, the VLM for the rest."""
+    router, cascade = first_stage
+    # Prepared samples already carry frames and OCR/ASR: the VLM call must not extract again.
+    infer = dataclasses.replace(moderation, extract=None)
+
+    def judge(batch: list[Sample]) -> list[Verdict]:
+        return run_cascade(
+            batch,
+            policy,
+            router,
+            backend=backend,
+            template=template,
+            moderation=infer,
+            config=cascade,
+            precedents=precedents,
+        )
+
+    return judge
+
+
 def band_metrics(p: np.ndarray, y: np.ndarray, allow_below: float, flag_at: float) -> dict[str, float]:
     """How a pair of thresholds splits labelled scores (``y`` = 1 for violative).
 
@@ -141,4 +187,13 @@ def band_metrics(p: np.ndarray, y: np.ndarray, allow_below: float, flag_at: floa
     }
 
 
-__all__ = ["Band", "CascadeConfig", "band_metrics", "bands", "cascade_config", "run_cascade"]
+__all__ = [
+    "Band",
+    "CascadeConfig",
+    "FirstStage",
+    "band_metrics",
+    "bands",
+    "cascade_config",
+    "cascade_judge",
+    "run_cascade",
+]

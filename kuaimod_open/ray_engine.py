@@ -23,6 +23,7 @@ from typing import Any
 from ._lazy import require
 from .backends import get_backend
 from .backends.base import Backend
+from .cascade import FirstStage, cascade_judge
 from .ingest import Sample
 from .manifest import WorkItem
 from .pipeline import ModerationConfig, completed_ids, moderate, provenance_for
@@ -65,15 +66,6 @@ def _prepare_row(row: dict[str, Any], config: ModerationConfig, max_bytes: int) 
     }
 
 
-@dataclass(frozen=True)
-class FirstStage:
-    """The cascade in front of the model: a router folder every actor can read, and threshold overrides."""
-
-    router: str  # on a cluster: a path on storage shared by the nodes
-    allow_below: float | None = None
-    flag_at: float | None = None
-
-
 class ModelActor:
     """Holds one backend replica; judges batches of prepared rows (error rows become error verdicts)."""
 
@@ -89,14 +81,7 @@ class ModelActor:
         self.config = dataclasses.replace(config, extract=None)  # rows arrive prepared
         self.judge: Callable[[list[Sample]], list[Verdict]] | None = None
         if first_stage is not None:
-            from .cascade import cascade_config, run_cascade
-            from .router import load_router
-
-            router = load_router(first_stage.router)
-            cascade = cascade_config(first_stage.allow_below, first_stage.flag_at)
-            self.judge = lambda good: run_cascade(
-                good, policy, router, backend=self.backend, template=template, moderation=self.config, config=cascade
-            )
+            self.judge = cascade_judge(first_stage.load(), policy, self.backend, template, self.config)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         """One batch of rows in, one verdict JSON line per row out."""

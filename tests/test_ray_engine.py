@@ -58,9 +58,10 @@ def test_ray_job_with_the_cascade_sends_only_escalated_rows_to_the_model(local_r
     import numpy as np
     from router_data import synthetic_rows, write_rows
 
+    from kuaimod_open.cascade import FirstStage
     from kuaimod_open.ingest import load_benchmark
     from kuaimod_open.prompt import load_template
-    from kuaimod_open.ray_engine import BackendSpec, FirstStage, RayConfig, run_ray_job
+    from kuaimod_open.ray_engine import BackendSpec, RayConfig, run_ray_job
     from kuaimod_open.router import RouterConfig, train_router
 
     samples = load_benchmark(write_rows(tmp_path / "rows.jsonl", synthetic_rows(40, seed=3)))

@@ -26,15 +26,8 @@ from .options import (
 )
 
 if TYPE_CHECKING:
-    from ..backends.base import Backend
-    from ..cascade import CascadeConfig
-    from ..ingest import Sample
-    from ..pipeline import PrecedentLookup
-    from ..policy import Policy
-    from ..prompt import Template
+    from ..cascade import FirstStage
     from ..ray_engine import BackendSpec
-    from ..router import Router
-    from ..verdict import Verdict
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -250,20 +243,20 @@ def moderate_cmd(
             raise ConfigError("--precedents is not supported with --engine ray yet (actors cannot reach the store)")
         spec = backend_spec(backend, model, adapter, device, dtype, base_url, api_key, batch_size)
         ray_config = RayConfig(address=ray_address, model_actors=ray_actors, gpus_per_actor=ray_gpus_per_actor)
-        first = None
-        if router is not None:
-            from ..ray_engine import FirstStage
-
-            load_first_stage(router, allow_below, flag_at)  # a bad router or thresholds fail here, not in an actor
-            first = FirstStage(str(router.resolve()), allow_below, flag_at)
+        first = first_stage_spec(router, allow_below, flag_at)
+        if first is not None:
+            first.load()  # a bad router or thresholds fail here, not in an actor
         hooks = store_hooks(store, pol, 0) if store is not None else {}
         summary = run_ray_job(items, pol, tmpl, spec, out, config, runner, ray_config, first, **hooks)
     else:
-        first_stage = load_first_stage(router, allow_below, flag_at) if router is not None else None
+        spec_first = first_stage_spec(router, allow_below, flag_at)
+        first_stage = spec_first.load() if spec_first else None  # before any model loads
         model_backend = build_backend(backend, model, adapter, device, dtype, base_url, api_key, batch_size)
         hooks = store_hooks(store, pol, precedents_k) if store is not None else {}
         judge = None
         if first_stage is not None:
+            from ..cascade import cascade_judge
+
             judge = cascade_judge(first_stage, pol, model_backend, tmpl, config, hooks.get("precedents"))
         summary = run_job(items, pol, model_backend, tmpl, out, config, runner, judge=judge, **hooks)
     print_summary(summary, out)
@@ -353,44 +346,10 @@ def tiny_model_cmd(out_dir: Path, seed: int, arch: str) -> None:
     click.echo(f"tiny {arch} written to {path}; use it with: kuaimod moderate VIDEO --model {path}")
 
 
-def load_first_stage(path: Path, allow_below: float | None, flag_at: float | None) -> tuple[Router, CascadeConfig]:
-    """Load the router and check the thresholds before any model is loaded (errors are ConfigErrors)."""
-    from ..cascade import cascade_config
-    from ..router import load_router
+def first_stage_spec(router: Path | None, allow_below: float | None, flag_at: float | None) -> FirstStage | None:
+    """The cascade settings of --router/--allow-below/--flag-at (None without --router)."""
+    if router is None:
+        return None
+    from ..cascade import FirstStage
 
-    loaded = load_router(path)
-    cascade = cascade_config(allow_below, flag_at)
-    cascade.thresholds(loaded)
-    return loaded, cascade
-
-
-def cascade_judge(
-    first_stage: tuple[Router, CascadeConfig],
-    policy: Policy,
-    backend: Backend,
-    template: Template,
-    config: ModerationConfig,
-    precedents: PrecedentLookup | None,
-) -> Callable[[list[Sample]], list[Verdict]]:
-    """The batch judge of a cascade job: the router first, the VLM for escalated samples."""
-    import dataclasses
-
-    from ..cascade import run_cascade
-
-    loaded, cascade = first_stage
-    # Prepared samples already carry frames and OCR/ASR: the VLM call must not extract again.
-    infer = dataclasses.replace(config, extract=None)
-
-    def judge(batch: list[Sample]) -> list[Verdict]:
-        return run_cascade(
-            batch,
-            policy,
-            loaded,
-            backend=backend,
-            template=template,
-            moderation=infer,
-            config=cascade,
-            precedents=precedents,
-        )
-
-    return judge
+    return FirstStage(str(router.resolve()), allow_below, flag_at)

@@ -14,7 +14,7 @@ from ..backends.base import GenerateConfig
 from ..errors import ConfigError
 from ..ingest import SamplingMode
 from ..pipeline import ModerationConfig
-from .moderate import cascade_judge, extract_config, extract_options, first_stage_options, load_first_stage
+from .moderate import extract_config, extract_options, first_stage_options, first_stage_spec
 from .options import backend_options, build_backend, frame_options, load_policy_and_template, policy_options
 
 
@@ -134,9 +134,14 @@ def serve_cmd(
         generate=GenerateConfig(max_new_tokens=max_new_tokens, batch_size=batch_size),
         extract=extract_config(ocr, asr, asr_language, asr_model),
     )
-    first_stage = load_first_stage(router, allow_below, flag_at) if router is not None else None
+    spec_first = first_stage_spec(router, allow_below, flag_at)
+    first_stage = spec_first.load() if spec_first else None  # before any model loads
     model_backend = build_backend(backend, model, adapter, device, dtype, base_url, api_key, batch_size)
-    judge = cascade_judge(first_stage, pol, model_backend, tmpl, config, None) if first_stage else None
+    judge = None
+    if first_stage is not None:
+        from ..cascade import cascade_judge
+
+        judge = cascade_judge(first_stage, pol, model_backend, tmpl, config)
     uvicorn = require("uvicorn", extra="serve", purpose="the HTTP service")
     app = create_app(settings, pol, tmpl, model_backend, config, judge)
     uvicorn.run(app, host=host, port=port, log_level="info")
