@@ -1,6 +1,6 @@
 """The review UI: queue, item view, decisions, policy editor, evaluation reports (Gradio).
 
-Handlers (:mod:`app.handlers`, :mod:`app.policy_editor`, :mod:`app.queue`, :mod:`app.evaluation`)
+Handlers (:mod:`.handlers`, :mod:`.policy_editor`, :mod:`.queue`, :mod:`.evaluation`)
 are plain functions over the feedback store and need no Gradio; :func:`build_app` and
 :func:`serve` import Gradio when called.
 """

@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from kuaimod_open.store import Store
+from kuaimod_open.loop.store import Store
 
 AUDIT_HEADERS = ["time (UTC)", "reviewer", "action", "sample", "detail"]
 

@@ -7,11 +7,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kuaimod_open.access import check_secret_file, is_loopback
 from kuaimod_open.errors import ConfigError
-from kuaimod_open.ingest import Sample
-from kuaimod_open.policy import Policy
-from kuaimod_open.verdict import Verdict
+from kuaimod_open.ingest.sample import Sample
+from kuaimod_open.judge.policy import Policy
+from kuaimod_open.judge.verdict import Verdict
+from kuaimod_open.serving.access import check_secret_file, is_loopback
 
 Predictor = Callable[[Sequence[Sample], Policy], list[Verdict]]
 

@@ -1,7 +1,7 @@
 """Review handlers: plain functions over the store, called by the Gradio app and by tests.
 
-Decisions go through :func:`kuaimod_open.feedback.add_feedback` (validated against the active
-policy), precedents through :func:`kuaimod_open.precedents.add_precedent`, and every action is
+Decisions go through :func:`kuaimod_open.loop.feedback.add_feedback` (validated against the active
+policy), precedents through :func:`kuaimod_open.loop.precedents.add_precedent`, and every action is
 written to the audit trail with the reviewer's name.
 """
 
@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from kuaimod_open.errors import KuaimodError
-from kuaimod_open.feedback import FeedbackEvent, FeedbackKind, add_feedback, stored_samples
-from kuaimod_open.ingest import Sample
-from kuaimod_open.policy import Decision, Policy, default_policy_path
-from kuaimod_open.precedents import Embedder, add_precedent
-from kuaimod_open.registry import active_policy
-from kuaimod_open.store import Store
-from kuaimod_open.verdict import Verdict
+from kuaimod_open.ingest.sample import Sample
+from kuaimod_open.judge.policy import Decision, Policy, default_policy_path
+from kuaimod_open.judge.verdict import Verdict
+from kuaimod_open.loop.feedback import FeedbackEvent, FeedbackKind, add_feedback, stored_samples
+from kuaimod_open.loop.precedents import Embedder, add_precedent
+from kuaimod_open.loop.registry import active_policy
+from kuaimod_open.loop.store import Store
 
 from . import render
 from .audit import audit_table, log_action
@@ -69,7 +69,7 @@ class ReviewContext:
     def embedder(self) -> Embedder | None:
         """The precedent embedder, when configured (loaded once)."""
         if self.config.use_embedder and self._embedder is None:
-            from kuaimod_open.precedents import E5Embedder
+            from kuaimod_open.loop.precedents import E5Embedder
 
             self._embedder = E5Embedder()
         return self._embedder

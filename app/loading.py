@@ -6,15 +6,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from kuaimod_open import __version__
-from kuaimod_open.feedback import FeedbackEvent, FeedbackKind, add_feedback, record_sample, record_verdict
-from kuaimod_open.ingest import IMAGE_EXTENSIONS, Frame, Sample, load_benchmark, read_jsonl
-from kuaimod_open.policy import Decision, Policy
-from kuaimod_open.store import Store
-from kuaimod_open.verdict import Evidence, FrameRef, ParseStatus, Provenance, TextSpan, Verdict
+from kuaimod_open.ingest.benchmark import load_benchmark
+from kuaimod_open.ingest.sample import IMAGE_EXTENSIONS, Frame, Sample, read_jsonl
+from kuaimod_open.judge.policy import Decision, Policy
+from kuaimod_open.judge.verdict import Evidence, FrameRef, ParseStatus, Provenance, TextSpan, Verdict
+from kuaimod_open.loop.feedback import FeedbackEvent, FeedbackKind, add_feedback, record_sample, record_verdict
+from kuaimod_open.loop.store import Store
 
 
 def _safe_name(sample_id: str) -> str:
-    # The per-sample frame folder name used by kuaimod_open.pipeline (<out>.frames/<name>/).
+    # The per-sample frame folder name used by kuaimod_open.judge.pipeline (<out>.frames/<name>/).
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in sample_id)[:120] or "sample"
 
 

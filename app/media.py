@@ -14,8 +14,8 @@ import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from kuaimod_open.ingest import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
-from kuaimod_open.store import Store
+from kuaimod_open.ingest.sample import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from kuaimod_open.loop.store import Store
 
 THUMB_SIDE = 320  # frames in the strip; the model saw up to 640 px, reviewers need the gist
 

@@ -1,8 +1,8 @@
 """Policy editor handlers: validate, preview the prompt, dry-run, save as a new version, history, rollback.
 
-The YAML goes through the same loader as the CLI (:func:`kuaimod_open.policy.parse_policy`), so the
+The YAML goes through the same loader as the CLI (:func:`kuaimod_open.judge.policy.parse_policy`), so the
 editor shows exactly the errors ``kuaimod moderate --policy`` would. Nothing is edited in place:
-a save is a new file registered in the store (:func:`kuaimod_open.registry.save_policy_version`).
+a save is a new file registered in the store (:func:`kuaimod_open.loop.registry.save_policy_version`).
 """
 
 from __future__ import annotations
@@ -10,13 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from kuaimod_open import registry
 from kuaimod_open.errors import ConfigError, KuaimodError, PolicyError
-from kuaimod_open.feedback import current_labels, stored_samples
-from kuaimod_open.ingest import Sample
-from kuaimod_open.policy import Policy, parse_policy
-from kuaimod_open.policy_diff import diff_policies, render_diff
-from kuaimod_open.prompt import build_messages, load_template
+from kuaimod_open.evaluation.policy_diff import diff_policies, render_diff
+from kuaimod_open.ingest.sample import Sample
+from kuaimod_open.judge.policy import Policy, parse_policy
+from kuaimod_open.judge.prompt import build_messages, load_template
+from kuaimod_open.loop import registry
+from kuaimod_open.loop.feedback import current_labels, stored_samples
 
 from .audit import log_action
 from .handlers import ReviewContext

@@ -14,10 +14,10 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from kuaimod_open.feedback import LABEL_KINDS, FeedbackKind
-from kuaimod_open.policy import Decision, Policy, Severity
-from kuaimod_open.store import Store
-from kuaimod_open.verdict import ParseStatus, Verdict
+from kuaimod_open.judge.policy import Decision, Policy, Severity
+from kuaimod_open.judge.verdict import ParseStatus, Verdict
+from kuaimod_open.loop.feedback import LABEL_KINDS, FeedbackKind
+from kuaimod_open.loop.store import Store
 
 SEVERITY_RANK = {Severity.NONE: 0, Severity.LOW: 1, Severity.MEDIUM: 2, Severity.HIGH: 3, Severity.CRITICAL: 4}
 HIGH_SEVERITY = frozenset({Severity.HIGH, Severity.CRITICAL})

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from kuaimod_open.ingest import Sample
-from kuaimod_open.policy import Policy
-from kuaimod_open.verdict import TextSpan, Verdict
+from kuaimod_open.ingest.sample import Sample
+from kuaimod_open.judge.policy import Policy
+from kuaimod_open.judge.verdict import TextSpan, Verdict
 
 from .media import frame_data_url, safe_frame
 

@@ -1,7 +1,7 @@
 """The Gradio app: review queue, item view and decisions; the other tabs live in :mod:`app.tabs`.
 
 Callbacks are thin: they read the reviewer's name (the logged-in user when credentials are
-configured), call a plain handler from :mod:`app.handlers`, and turn expected errors into a status
+configured), call a plain handler from :mod:`kuaimod_open.app.handlers`, and turn expected errors into a status
 line instead of a stack trace.
 """
 

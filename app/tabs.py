@@ -167,7 +167,7 @@ def evaluation_tab(ctx: h.ReviewContext, demo: gr.Blocks) -> None:
 
 
 def _gate_rows(ctx: h.ReviewContext) -> list[list[Any]]:
-    from kuaimod_open.gate import decisions
+    from kuaimod_open.loop.gate import decisions
 
     rows = []
     for d in reversed(decisions(ctx.store)):

@@ -3,7 +3,7 @@
     taskset -c 0 python bench/frame_sampling.py bench/videos/short_720p.mp4 bench/videos/long_720p.mp4
 
 Every method returns the same frames as RGB arrays: the first frame plus k evenly spread ones
-(kuaimod_open.ingest.frame_indices), with one decoder thread, so numbers are per core. "naive"
+(kuaimod_open.ingest.frames.frame_indices), with one decoder thread, so numbers are per core. "naive"
 decodes every frame with PyAV and keeps the chosen ones. Prints a Markdown table.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kuaimod_open.ingest import frame_indices
+from kuaimod_open.ingest.frames import frame_indices
 
 
 def n_frames(path: Path) -> int:
@@ -102,7 +102,7 @@ def product(mode: str) -> Callable[[Path, list[int]], list[np.ndarray]]:
     def run(path: Path, idx: list[int]) -> list[np.ndarray]:
         import tempfile
 
-        from kuaimod_open.ingest import sample_frames
+        from kuaimod_open.ingest.frames import sample_frames
 
         with tempfile.TemporaryDirectory() as tmp:
             frames = sample_frames(path, tmp, len(idx) - 1, mode=mode)

@@ -21,12 +21,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from helpers import verdict_json  # noqa: E402
 
-from kuaimod_open import extract  # noqa: E402
-from kuaimod_open.ingest import Sample, sample_frames  # noqa: E402
-from kuaimod_open.pipeline import provenance_for  # noqa: E402
-from kuaimod_open.policy import default_policy_path, load_policy  # noqa: E402
-from kuaimod_open.prompt import build_messages, load_template  # noqa: E402
-from kuaimod_open.verdict import parse_verdict  # noqa: E402
+from kuaimod_open.ingest import extract  # noqa: E402
+from kuaimod_open.ingest.frames import sample_frames  # noqa: E402
+from kuaimod_open.ingest.sample import Sample
+from kuaimod_open.judge.pipeline import provenance_for  # noqa: E402
+from kuaimod_open.judge.policy import default_policy_path, load_policy  # noqa: E402
+from kuaimod_open.judge.prompt import build_messages, load_template  # noqa: E402
+from kuaimod_open.judge.verdict import parse_verdict  # noqa: E402
 
 STAGES = ("decode", "ocr", "asr", "prompt", "parse")
 SAMPLING = "uniform"
@@ -51,7 +52,7 @@ def one(video: Path, work: Path, policy, template) -> dict[str, float]:  # noqa:
         model_id, adapter = "bench", None
 
     prov = provenance_for(
-        sample, policy, template, _Backend(), __import__("kuaimod_open.pipeline").pipeline.ModerationConfig()
+        sample, policy, template, _Backend(), __import__("kuaimod_open.judge.pipeline").pipeline.ModerationConfig()
     )  # type: ignore[arg-type]
     answer = verdict_json(
         "PRIVATE_DEAL", evidence={"frames": [2], "text": [{"field": "ocr", "quote": ocr[6:12] or "x"}]}

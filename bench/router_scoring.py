@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kuaimod_open.ingest import load_benchmark  # noqa: E402
+from kuaimod_open.ingest.benchmark import load_benchmark  # noqa: E402
 
 
 def main() -> None:
@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=100)
     args = parser.parse_args()
     os.environ["KUAIMOD_CACHE_DIR"] = tempfile.mkdtemp(prefix="kuaimod-bench-cache-")  # cold
-    from kuaimod_open.router import load_router
+    from kuaimod_open.first_stage.router import load_router
 
     router = load_router(args.router)
     rows = load_benchmark(args.data)

@@ -30,18 +30,19 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from kuaimod_open.errors import ConfigError  # noqa: E402
-from kuaimod_open.evaluate import evaluate  # noqa: E402
-from kuaimod_open.feedback import FeedbackEvent, add_feedback, record_sample, record_verdict  # noqa: E402
-from kuaimod_open.gate import GateConfig, compare, record  # noqa: E402
-from kuaimod_open.ingest import Sample, load_benchmark  # noqa: E402
-from kuaimod_open.policy import Policy, parse_policy  # noqa: E402
-from kuaimod_open.precedents import CaseLawPredictor, E5Embedder, PrecedentIndex, promote_decisions  # noqa: E402
-from kuaimod_open.registry import active, active_policy  # noqa: E402
-from kuaimod_open.router import load_router  # noqa: E402
-from kuaimod_open.router_model import RouterConfig  # noqa: E402
-from kuaimod_open.store import Store  # noqa: E402
-from kuaimod_open.updaters.policy import update_policy  # noqa: E402
-from kuaimod_open.updaters.router import update_router  # noqa: E402
+from kuaimod_open.evaluation.metrics import evaluate  # noqa: E402
+from kuaimod_open.first_stage.model import RouterConfig  # noqa: E402
+from kuaimod_open.first_stage.router import load_router  # noqa: E402
+from kuaimod_open.ingest.benchmark import load_benchmark  # noqa: E402
+from kuaimod_open.ingest.sample import Sample  # noqa: E402
+from kuaimod_open.judge.policy import Policy, parse_policy  # noqa: E402
+from kuaimod_open.loop.feedback import FeedbackEvent, add_feedback, record_sample, record_verdict  # noqa: E402
+from kuaimod_open.loop.gate import GateConfig, compare, record  # noqa: E402
+from kuaimod_open.loop.precedents import CaseLawPredictor, E5Embedder, PrecedentIndex, promote_decisions  # noqa: E402
+from kuaimod_open.loop.registry import active, active_policy  # noqa: E402
+from kuaimod_open.loop.store import Store  # noqa: E402
+from kuaimod_open.loop.updaters.policy import update_policy  # noqa: E402
+from kuaimod_open.loop.updaters.router import update_router  # noqa: E402
 
 
 def split(samples: list[Sample], holdout: int, seed: int) -> tuple[list[Sample], list[Sample]]:
@@ -203,7 +204,7 @@ def main() -> None:
 
 
 def _text(sample: Sample) -> str:
-    from kuaimod_open.precedents import case_text
+    from kuaimod_open.loop.precedents import case_text
 
     return case_text(sample)
 

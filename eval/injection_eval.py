@@ -18,8 +18,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from kuaimod_open.ingest import Sample, load_benchmark  # noqa: E402
-from kuaimod_open.injection import detect  # noqa: E402
+from kuaimod_open.ingest.benchmark import load_benchmark  # noqa: E402
+from kuaimod_open.ingest.sample import Sample  # noqa: E402
+from kuaimod_open.judge.injection import detect  # noqa: E402
 
 
 def main() -> None:

@@ -27,13 +27,14 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from kuaimod_open.calibration import recall_threshold  # noqa: E402
-from kuaimod_open.cascade import band_metrics  # noqa: E402
-from kuaimod_open.ingest import Sample, load_benchmark, read_jsonl  # noqa: E402
-from kuaimod_open.policy import default_policy_path, load_policy  # noqa: E402
-from kuaimod_open.router import RouterConfig, choose_thresholds, labels_for, train_router  # noqa: E402
-from kuaimod_open.router_features import E5Encoder  # noqa: E402
-from kuaimod_open.router_model import Features, extract_features  # noqa: E402
+from kuaimod_open.core.calibration import recall_threshold  # noqa: E402
+from kuaimod_open.first_stage.cascade import band_metrics  # noqa: E402
+from kuaimod_open.first_stage.features import E5Encoder  # noqa: E402
+from kuaimod_open.first_stage.model import Features, extract_features  # noqa: E402
+from kuaimod_open.first_stage.router import RouterConfig, choose_thresholds, labels_for, train_router  # noqa: E402
+from kuaimod_open.ingest.benchmark import load_benchmark  # noqa: E402
+from kuaimod_open.ingest.sample import Sample, read_jsonl  # noqa: E402
+from kuaimod_open.judge.policy import default_policy_path, load_policy  # noqa: E402
 
 DEFAULT = "tfidf + e5 + kNN (default)"
 PAPER = [

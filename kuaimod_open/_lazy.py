@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from .errors import MissingDependencyError
+from kuaimod_open.errors import MissingDependencyError
 
 
 def require(module: str, extra: str, purpose: str = "", package: str | None = None) -> ModuleType:

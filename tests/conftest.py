@@ -42,14 +42,14 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture(scope="session")
 def policy():
-    from kuaimod_open.policy import load_policy
+    from kuaimod_open.judge.policy import load_policy
 
     return load_policy(PROMPTS / "policy.yaml")
 
 
 @pytest.fixture(scope="session")
 def template():
-    from kuaimod_open.prompt import load_template
+    from kuaimod_open.judge.prompt import load_template
 
     return load_template(PROMPTS / "moderation.md")
 
@@ -80,14 +80,14 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Qwen2-VL checkpoint on disk, built once per test session (no download)."""
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    from kuaimod_open.backends.tiny import build_tiny_qwen2vl
+    from kuaimod_open.judge.backends.tiny import build_tiny_qwen2vl
 
     return build_tiny_qwen2vl(tmp_path_factory.mktemp("tiny-qwen2vl"))
 
 
 @pytest.fixture(scope="session")
 def hf_backend(tiny_model: Path):
-    from kuaimod_open.backends.hf import HFBackend
+    from kuaimod_open.judge.backends.hf import HFBackend
 
     return HFBackend(str(tiny_model), device="cpu")
 

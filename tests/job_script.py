@@ -14,13 +14,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from helpers import verdict_json  # noqa: E402
 
-from kuaimod_open.backends.base import GenerateConfig  # noqa: E402
-from kuaimod_open.backends.scripted import ScriptedBackend  # noqa: E402
-from kuaimod_open.manifest import load_manifest  # noqa: E402
-from kuaimod_open.pipeline import ModerationConfig  # noqa: E402
-from kuaimod_open.policy import default_policy_path, load_policy  # noqa: E402
-from kuaimod_open.prompt import load_template  # noqa: E402
-from kuaimod_open.runner import RunnerConfig, run_job  # noqa: E402
+from kuaimod_open.ingest.manifest import load_manifest  # noqa: E402
+from kuaimod_open.judge.backends.base import GenerateConfig  # noqa: E402
+from kuaimod_open.judge.backends.scripted import ScriptedBackend  # noqa: E402
+from kuaimod_open.judge.pipeline import ModerationConfig  # noqa: E402
+from kuaimod_open.judge.policy import default_policy_path, load_policy  # noqa: E402
+from kuaimod_open.judge.prompt import load_template  # noqa: E402
+from kuaimod_open.serving.runner import RunnerConfig, run_job  # noqa: E402
 
 
 def main() -> None:

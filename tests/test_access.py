@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from kuaimod_open.access import check_secret_file, is_loopback, repository_of
 from kuaimod_open.cli import cli
 from kuaimod_open.errors import ConfigError
+from kuaimod_open.serving.access import check_secret_file, is_loopback, repository_of
 
 REPO = Path(__file__).resolve().parent.parent
 

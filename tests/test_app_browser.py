@@ -54,10 +54,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     _need(Path(CHROMIUM).is_file(), f"no chromium at {CHROMIUM}")
     from playwright.sync_api import expect, sync_playwright
 
-    from app.config import ReviewConfig
-    from app.handlers import ReviewContext
-    from app.loading import seed_demo
-    from app.server import serve
+    from kuaimod_open.app.config import ReviewConfig
+    from kuaimod_open.app.handlers import ReviewContext
+    from kuaimod_open.app.loading import seed_demo
+    from kuaimod_open.app.server import serve
 
     tmp = tmp_path_factory.mktemp("review")
     config = ReviewConfig(
@@ -88,9 +88,9 @@ def _write_reports(ctx: Any, root: Path) -> None:
     """Two evaluation runs a day apart, so the evaluation tab has plots and a learning curve."""
     from datetime import timedelta
 
-    from kuaimod_open.evaluate import evaluate
-    from kuaimod_open.feedback import latest_verdicts, stored_samples
-    from kuaimod_open.report import write_report
+    from kuaimod_open.evaluation.metrics import evaluate
+    from kuaimod_open.evaluation.report import write_report
+    from kuaimod_open.loop.feedback import latest_verdicts, stored_samples
 
     policy, _ = ctx.policy()
     verdicts = [v for _, v in latest_verdicts(ctx.store).values()]

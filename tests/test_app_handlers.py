@@ -14,17 +14,17 @@ import pytest
 
 pytest.importorskip("sqlalchemy")
 
-from app import config as cfg  # noqa: E402
-from app import evaluation as ev  # noqa: E402
-from app import handlers as h  # noqa: E402
-from app import media  # noqa: E402
-from app import policy_editor as pe  # noqa: E402
-from app.audit import audit_rows  # noqa: E402
-from app.loading import load_verdict_file, seed_demo  # noqa: E402
-from app.queue import NO_CATEGORY, review_queue  # noqa: E402
+from kuaimod_open.app import config as cfg  # noqa: E402
+from kuaimod_open.app import evaluation as ev  # noqa: E402
+from kuaimod_open.app import handlers as h  # noqa: E402
+from kuaimod_open.app import media  # noqa: E402
+from kuaimod_open.app import policy_editor as pe  # noqa: E402
+from kuaimod_open.app.audit import audit_rows  # noqa: E402
+from kuaimod_open.app.loading import load_verdict_file, seed_demo  # noqa: E402
+from kuaimod_open.app.queue import NO_CATEGORY, review_queue  # noqa: E402
 from kuaimod_open.errors import ConfigError, PolicyError  # noqa: E402
-from kuaimod_open.feedback import FeedbackEvent, FeedbackKind, add_feedback, latest_verdicts, record_verdict  # noqa: E402
-from kuaimod_open.verdict import Verdict  # noqa: E402
+from kuaimod_open.judge.verdict import Verdict  # noqa: E402
+from kuaimod_open.loop.feedback import FeedbackEvent, FeedbackKind, add_feedback, latest_verdicts, record_verdict  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -199,8 +199,8 @@ def test_item_view_highlights_blurs_and_escapes(ctx: h.ReviewContext) -> None:
 
 
 def test_untrusted_text_is_escaped_and_media_roots_enforced(ctx: h.ReviewContext, tmp_path: Path) -> None:
-    from kuaimod_open.feedback import record_sample
-    from kuaimod_open.ingest import Frame, Sample
+    from kuaimod_open.ingest.sample import Frame, Sample
+    from kuaimod_open.loop.feedback import record_sample
 
     _, verdict = latest_verdicts(ctx.store)["demo-01"]
     evil = Sample(id="evil", title="<script>alert(1)</script>", video=tmp_path / "clip.mp4",
@@ -286,9 +286,9 @@ def test_prompt_preview_and_dry_run(ctx: h.ReviewContext) -> None:
 
 
 def test_reports_and_learning_curve(ctx: h.ReviewContext, tmp_path: Path) -> None:
-    from kuaimod_open.evaluate import evaluate
-    from kuaimod_open.feedback import stored_samples
-    from kuaimod_open.report import write_report
+    from kuaimod_open.evaluation.metrics import evaluate
+    from kuaimod_open.evaluation.report import write_report
+    from kuaimod_open.loop.feedback import stored_samples
 
     policy, _ = ctx.policy()
     verdicts = [v for _, v in latest_verdicts(ctx.store).values()]
@@ -334,9 +334,9 @@ def test_demo_seed_is_idempotent(ctx: h.ReviewContext, tmp_path: Path) -> None:
 
 
 def test_queue_says_why_and_ranks_by_the_best_confidence() -> None:
-    from app.queue import _reasons, shown_confidence, uncertainty
-    from kuaimod_open.policy import Decision
-    from kuaimod_open.verdict import ParseStatus, Provenance
+    from kuaimod_open.app.queue import _reasons, shown_confidence, uncertainty
+    from kuaimod_open.judge.policy import Decision
+    from kuaimod_open.judge.verdict import ParseStatus, Provenance
 
     prov = Provenance(model="m", policy_version="1", policy_digest="d", prompt_digest="p", package_version="0")
 

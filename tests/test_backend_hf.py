@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from kuaimod_open.backends.base import GenerateConfig, Request
 from kuaimod_open.errors import BackendError
-from kuaimod_open.ingest import Sample
-from kuaimod_open.pipeline import ModerationConfig, moderate
-from kuaimod_open.policy import Decision
-from kuaimod_open.prompt import build_messages
-from kuaimod_open.verdict import ParseStatus
+from kuaimod_open.ingest.sample import Sample
+from kuaimod_open.judge.backends.base import GenerateConfig, Request
+from kuaimod_open.judge.pipeline import ModerationConfig, moderate
+from kuaimod_open.judge.policy import Decision
+from kuaimod_open.judge.prompt import build_messages
+from kuaimod_open.judge.verdict import ParseStatus
 
 pytestmark = [pytest.mark.hf, pytest.mark.video]
 
@@ -32,7 +32,7 @@ def test_tiny_model_moderates_a_real_video(policy, template, hf_backend, videos,
 
 
 def test_batched_generation_matches_one_by_one(policy, template, hf_backend, frame_images):
-    from kuaimod_open.ingest import Frame
+    from kuaimod_open.ingest.sample import Frame
 
     samples = [
         Sample(id="a", frames=tuple(Frame(path=p) for p in frame_images), title="短标题"),
@@ -56,7 +56,7 @@ def test_token_logprobs_are_exposed(policy, template, hf_backend):
 
 
 def test_a_broken_frame_fails_only_its_own_request(policy, template, hf_backend, tmp_path, frame_images):
-    from kuaimod_open.ingest import Frame
+    from kuaimod_open.ingest.sample import Frame
 
     bad = tmp_path / "bad.jpg"
     bad.write_text("not an image")
@@ -72,7 +72,7 @@ def test_lora_adapter_loads_and_is_recorded(tiny_model, tmp_path, policy, templa
     peft = pytest.importorskip("peft")
     import transformers
 
-    from kuaimod_open.backends.hf import HFBackend
+    from kuaimod_open.judge.backends.hf import HFBackend
 
     base = transformers.AutoModelForImageTextToText.from_pretrained(tiny_model)
     lora = peft.get_peft_model(base, peft.LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
@@ -86,7 +86,7 @@ def test_lora_adapter_loads_and_is_recorded(tiny_model, tmp_path, policy, templa
 
 
 def test_bad_model_and_adapter_paths_are_clear_errors(tiny_model, tmp_path):
-    from kuaimod_open.backends.hf import HFBackend
+    from kuaimod_open.judge.backends.hf import HFBackend
 
     with pytest.raises(BackendError, match="Cannot load model"):
         HFBackend(str(tmp_path / "no-such-model"), device="cpu")
@@ -121,8 +121,8 @@ def test_qwen2_5_vl_and_qwen3_vl_run_the_same_path(arch, patch, model_class, pol
     # The families the README promises, each through its own transformers classes and processor
     # (Qwen3-VL's 16-pixel patches change how frames are resized); batched, with log-probabilities.
     pytest.importorskip("decord")
-    from kuaimod_open.backends.hf import HFBackend
-    from kuaimod_open.backends.tiny import build_tiny_qwen_vl
+    from kuaimod_open.judge.backends.hf import HFBackend
+    from kuaimod_open.judge.backends.tiny import build_tiny_qwen_vl
 
     backend = HFBackend(str(build_tiny_qwen_vl(tmp_path / arch, arch=arch)), device="cpu")
     assert type(backend.model).__name__ == model_class and backend.patch_size == patch

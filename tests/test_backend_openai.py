@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from helpers import verdict_json
 
-from kuaimod_open.backends.base import GenerateConfig
 from kuaimod_open.errors import BackendError
-from kuaimod_open.ingest import Frame, Sample
-from kuaimod_open.pipeline import ModerationConfig, moderate
-from kuaimod_open.policy import Decision
-from kuaimod_open.verdict import ParseStatus
+from kuaimod_open.ingest.sample import Frame, Sample
+from kuaimod_open.judge.backends.base import GenerateConfig
+from kuaimod_open.judge.pipeline import ModerationConfig, moderate
+from kuaimod_open.judge.policy import Decision
+from kuaimod_open.judge.verdict import ParseStatus
 
 pytest.importorskip("openai")
 
@@ -75,7 +75,7 @@ def completion(text: str, finish: str = "stop") -> dict:
 
 
 def _backend(url: str, **kw):
-    from kuaimod_open.backends.openai_api import OpenAIBackend
+    from kuaimod_open.judge.backends.openai_api import OpenAIBackend
 
     return OpenAIBackend("served-model", base_url=url, api_key="secret", **kw)
 
@@ -165,7 +165,7 @@ def test_concurrent_batch_keeps_request_order(policy, template, tmp_path):
 
 
 def test_missing_base_url_is_a_clear_error():
-    from kuaimod_open.backends.openai_api import OpenAIBackend
+    from kuaimod_open.judge.backends.openai_api import OpenAIBackend
 
     with pytest.raises(BackendError, match="--base-url"):
         OpenAIBackend("m", base_url=None)

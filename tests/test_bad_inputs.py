@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from helpers import verdict_json
 
-from kuaimod_open.backends.scripted import ScriptedBackend
 from kuaimod_open.errors import ConfigError, InputError, KuaimodError
-from kuaimod_open.ingest import load_benchmark
-from kuaimod_open.pipeline import ModerationConfig
-from kuaimod_open.policy import Decision
+from kuaimod_open.ingest.benchmark import load_benchmark
+from kuaimod_open.judge.backends.scripted import ScriptedBackend
+from kuaimod_open.judge.pipeline import ModerationConfig
+from kuaimod_open.judge.policy import Decision
 
 pytestmark = pytest.mark.video
 av = pytest.importorskip("av")
@@ -87,8 +87,8 @@ def corpus(tmp_path_factory) -> tuple[Path, dict[str, str | None]]:
 
 
 def test_every_bad_video_becomes_an_error_verdict_and_the_rest_are_moderated(corpus, policy, template, tmp_path):
-    from kuaimod_open.manifest import collect_items
-    from kuaimod_open.runner import RunnerConfig, run_job
+    from kuaimod_open.ingest.manifest import collect_items
+    from kuaimod_open.serving.runner import RunnerConfig, run_job
 
     folder, expected = corpus
     out = tmp_path / "v.jsonl"
@@ -121,7 +121,7 @@ def test_every_bad_video_becomes_an_error_verdict_and_the_rest_are_moderated(cor
 
 
 def test_non_utf8_huge_text_and_rows_with_missing_fields(tmp_path, policy, template):
-    from kuaimod_open.pipeline import moderate
+    from kuaimod_open.judge.pipeline import moderate
 
     rows = tmp_path / "rows.jsonl"
     rows.write_bytes(
@@ -146,7 +146,7 @@ def test_non_utf8_huge_text_and_rows_with_missing_fields(tmp_path, policy, templ
     [("m.csv", "id,title\n,no id here\n"), ("m.jsonl", '{"id": "a"}\n{broken\n'), ("m.csv", "title\nno path or id\n")],
 )
 def test_malformed_manifests_are_clear_errors(tmp_path, name, content):
-    from kuaimod_open.manifest import load_manifest
+    from kuaimod_open.ingest.manifest import load_manifest
 
     path = tmp_path / name
     path.write_text(content, encoding="utf-8")

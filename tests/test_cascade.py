@@ -8,16 +8,16 @@ from click.testing import CliRunner
 from helpers import verdict_json
 from router_data import synthetic_rows, write_rows
 
-from kuaimod_open.backends.scripted import ScriptedBackend
 from kuaimod_open.errors import ConfigError
-from kuaimod_open.ingest import load_benchmark
-from kuaimod_open.policy import Decision
-from kuaimod_open.verdict import ParseStatus, Stage
+from kuaimod_open.ingest.benchmark import load_benchmark
+from kuaimod_open.judge.backends.scripted import ScriptedBackend
+from kuaimod_open.judge.policy import Decision
+from kuaimod_open.judge.verdict import ParseStatus, Stage
 
 pytest.importorskip("sklearn")
 
-from kuaimod_open.cascade import Band, CascadeConfig, band_metrics, bands, run_cascade  # noqa: E402
-from kuaimod_open.router import RouterConfig, train_router  # noqa: E402
+from kuaimod_open.first_stage.cascade import Band, CascadeConfig, band_metrics, bands, run_cascade  # noqa: E402
+from kuaimod_open.first_stage.router import RouterConfig, train_router  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -112,9 +112,9 @@ def test_cascade_command_writes_verdicts_without_a_vlm(router, data_file, tmp_pa
 def test_batch_job_with_the_cascade_sends_only_escalated_videos_to_the_vlm(
     router, samples, policy, template, middle, tmp_path
 ):
-    from kuaimod_open.manifest import WorkItem
-    from kuaimod_open.pipeline import ModerationConfig
-    from kuaimod_open.runner import RunnerConfig, run_job
+    from kuaimod_open.ingest.manifest import WorkItem
+    from kuaimod_open.judge.pipeline import ModerationConfig
+    from kuaimod_open.serving.runner import RunnerConfig, run_job
 
     backend = ScriptedBackend(default=verdict_json("HATE", 0.8), model_id="vlm")
     config = ModerationConfig(frames_dir=tmp_path / "frames")

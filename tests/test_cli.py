@@ -22,7 +22,7 @@ def run_cli(args: list[str], cwd: Path | None = None) -> subprocess.CompletedPro
 
 def test_import_loads_no_heavy_library():
     code = (
-        "import sys, kuaimod_open, kuaimod_open.cli, kuaimod_open.pipeline, kuaimod_open.backends; "
+        "import sys, kuaimod_open, kuaimod_open.cli, kuaimod_open.judge.pipeline, kuaimod_open.judge.backends; "
         "heavy = [m for m in ('torch', 'transformers', 'decord', 'gradio', 'openai', 'sklearn') if m in sys.modules]; "
         "print(','.join(heavy))"
     )
@@ -102,7 +102,7 @@ def test_tiny_model_command_builds_a_loadable_checkpoint(tmp_path):
     result = CliRunner().invoke(cli, ["tiny-model", str(tmp_path / "tiny")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "tiny" / "config.json").is_file()
-    from kuaimod_open.backends.hf import HFBackend
+    from kuaimod_open.judge.backends.hf import HFBackend
 
     assert HFBackend(str(tmp_path / "tiny"), device="cpu").patch_size == 14
     qwen3 = CliRunner().invoke(cli, ["tiny-model", str(tmp_path / "q3"), "--arch", "qwen3_vl"])

@@ -5,13 +5,13 @@ import math
 import pytest
 from helpers import verdict_json
 
-from kuaimod_open.backends.base import GenerateConfig, Generation
-from kuaimod_open.backends.scripted import ScriptedBackend
-from kuaimod_open.confidence import category_confidence
-from kuaimod_open.ingest import Sample
-from kuaimod_open.pipeline import ModerationConfig, moderate
-from kuaimod_open.policy import Decision
-from kuaimod_open.verdict import ParseStatus, Provenance, Verdict
+from kuaimod_open.ingest.sample import Sample
+from kuaimod_open.judge.backends.base import GenerateConfig, Generation
+from kuaimod_open.judge.backends.scripted import ScriptedBackend
+from kuaimod_open.judge.confidence import category_confidence
+from kuaimod_open.judge.pipeline import ModerationConfig, moderate
+from kuaimod_open.judge.policy import Decision
+from kuaimod_open.judge.verdict import ParseStatus, Provenance, Verdict
 
 
 def _prov() -> Provenance:
@@ -52,7 +52,7 @@ def _labelled_run(policy, n: int = 200, seed: int = 0):
     """An over-confident model: it is right with probability ``0.5 + 0.4 * p`` whatever it says (p in 0.5-1)."""
     import random
 
-    from kuaimod_open.verdict import parse_verdict
+    from kuaimod_open.judge.verdict import parse_verdict
 
     rng = random.Random(seed)
     samples, verdicts = [], []
@@ -67,7 +67,7 @@ def _labelled_run(policy, n: int = 200, seed: int = 0):
 
 
 def test_fit_confidence_calibration_improves_calibration_and_round_trips(policy, tmp_path):
-    from kuaimod_open.confidence import (
+    from kuaimod_open.judge.confidence import (
         expected_calibration_error,
         fit_confidence_calibration,
         load_confidence_calibration,
@@ -92,8 +92,8 @@ def test_fit_confidence_calibration_improves_calibration_and_round_trips(policy,
 
 
 def test_calibration_refuses_too_little_or_unmatched_data(policy, tmp_path):
-    from kuaimod_open.confidence import fit_confidence_calibration, load_confidence_calibration
     from kuaimod_open.errors import ConfigError, InputError
+    from kuaimod_open.judge.confidence import fit_confidence_calibration, load_confidence_calibration
 
     samples, verdicts = _labelled_run(policy, n=10)
     with pytest.raises(InputError, match="only 10 verdicts carry a token confidence.*--logprobs"):
@@ -107,7 +107,7 @@ def test_calibration_refuses_too_little_or_unmatched_data(policy, tmp_path):
 
 
 def test_pipeline_applies_the_calibration_and_records_it(policy, template):
-    from kuaimod_open.confidence import fit_confidence_calibration
+    from kuaimod_open.judge.confidence import fit_confidence_calibration
 
     samples, verdicts = _labelled_run(policy)
     calibration = fit_confidence_calibration(verdicts, samples, policy)

@@ -161,8 +161,8 @@ def test_unknown_tag_in_data_fails_before_the_model_loads(bench, tmp_path):
 def test_eval_of_an_existing_verdict_file(policy, bench, tmp_path):
     from helpers import verdict_json
 
-    from kuaimod_open.ingest import load_benchmark
-    from kuaimod_open.verdict import Provenance, parse_verdict
+    from kuaimod_open.ingest.benchmark import load_benchmark
+    from kuaimod_open.judge.verdict import Provenance, parse_verdict
 
     prov = Provenance(model="m", policy_version="1", policy_digest="d", prompt_digest="p", package_version="0")
     answers = ["BENIGN", "PRIVATE_DEAL", "BENIGN", "MISINFO"]

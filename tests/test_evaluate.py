@@ -6,10 +6,10 @@ import pytest
 from helpers import verdict_json
 
 from kuaimod_open.errors import InputError, PolicyError
-from kuaimod_open.evaluate import NO_ANSWER, evaluate
-from kuaimod_open.ingest import Sample
-from kuaimod_open.official import official_binary, official_multi, read_predictions
-from kuaimod_open.verdict import Provenance, parse_verdict
+from kuaimod_open.evaluation.metrics import NO_ANSWER, evaluate
+from kuaimod_open.evaluation.official import official_binary, official_multi, read_predictions
+from kuaimod_open.ingest.sample import Sample
+from kuaimod_open.judge.verdict import Provenance, parse_verdict
 
 OFFICIAL = Path(__file__).parent / "data" / "official"
 PROV = Provenance(model="m", policy_version="1", policy_digest="d", prompt_digest="p", package_version="0")
@@ -160,7 +160,7 @@ def test_report_files(policy, tmp_path):
     pytest.importorskip("matplotlib")
     from PIL import Image
 
-    from kuaimod_open.report import write_predictions, write_report
+    from kuaimod_open.evaluation.report import write_predictions, write_report
 
     samples, verdicts = _toy(policy)
     report = evaluate(samples, verdicts, policy, config={"data": "toy"})
@@ -181,8 +181,8 @@ def test_report_files(policy, tmp_path):
 def test_policy_diff_lists_flips_and_deltas(policy):
     import yaml
 
-    from kuaimod_open.policy import parse_policy
-    from kuaimod_open.policy_diff import diff_policies, render_diff
+    from kuaimod_open.evaluation.policy_diff import diff_policies, render_diff
+    from kuaimod_open.judge.policy import parse_policy
 
     data = yaml.safe_load((Path(__file__).parent.parent / "prompts" / "policy.yaml").read_text(encoding="utf-8"))
     for cat in data["categories"]:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from helpers import verdict_json
 
-from kuaimod_open import extract
-from kuaimod_open.extract import ExtractConfig, TimedText, merge_lines, render, time_at
+from kuaimod_open.ingest import extract
+from kuaimod_open.ingest.extract import ExtractConfig, TimedText, merge_lines, render, time_at
 
 PROMO = Path(__file__).parent / "data" / "promo_zh.mp4"
 
@@ -27,7 +27,7 @@ def cache_env(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="module")
 def promo_frames(tmp_path_factory: pytest.TempPathFactory):
     pytest.importorskip("decord")
-    from kuaimod_open.ingest import sample_frames
+    from kuaimod_open.ingest.frames import sample_frames
 
     return sample_frames(PROMO, tmp_path_factory.mktemp("frames"), 8)
 
@@ -100,7 +100,7 @@ def test_missing_file_is_an_input_error(tmp_path):
 def test_fill_text_is_cached_by_content_hash(promo_frames, cache_env, tmp_path, monkeypatch):
     pytest.importorskip("rapidocr_onnxruntime")
     pytest.importorskip("faster_whisper")
-    from kuaimod_open.ingest import Sample
+    from kuaimod_open.ingest.sample import Sample
 
     config = ExtractConfig(asr_language="en", cache_dir=tmp_path / "cache")
     sample = Sample(id="promo", video=PROMO, frames=promo_frames)
@@ -127,10 +127,10 @@ def test_fill_text_is_cached_by_content_hash(promo_frames, cache_env, tmp_path, 
 def test_pipeline_extracts_before_prompting_and_evidence_points_into_time(policy, template, cache_env, tmp_path):
     pytest.importorskip("rapidocr_onnxruntime")
     pytest.importorskip("faster_whisper")
-    from kuaimod_open.backends.base import GenerateConfig
-    from kuaimod_open.backends.scripted import ScriptedBackend
-    from kuaimod_open.ingest import Sample
-    from kuaimod_open.pipeline import ModerationConfig, moderate, prepare
+    from kuaimod_open.ingest.sample import Sample
+    from kuaimod_open.judge.backends.base import GenerateConfig
+    from kuaimod_open.judge.backends.scripted import ScriptedBackend
+    from kuaimod_open.judge.pipeline import ModerationConfig, moderate, prepare
 
     answer = verdict_json("PRIVATE_DEAL", evidence={"frames": [6], "text": [{"field": "ocr", "quote": "领取红包"}]})
     backend = ScriptedBackend([answer])

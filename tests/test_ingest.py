@@ -6,15 +6,9 @@ from pathlib import Path
 import pytest
 
 from kuaimod_open.errors import ConfigError, InputError
-from kuaimod_open.ingest import (
-    discover_inputs,
-    frame_indices,
-    load_benchmark,
-    sample_frames,
-    sample_from_row,
-    scene_indices,
-    video_sample_ids,
-)
+from kuaimod_open.ingest.benchmark import load_benchmark, sample_from_row
+from kuaimod_open.ingest.frames import frame_indices, sample_frames, scene_indices
+from kuaimod_open.ingest.sample import discover_inputs, video_sample_ids
 
 
 @pytest.mark.parametrize(

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from helpers import verdict_json
 
-from kuaimod_open.backends.base import GenerateConfig
-from kuaimod_open.backends.scripted import ScriptedBackend
-from kuaimod_open.ingest import Sample
-from kuaimod_open.injection import detect, flags_for, normalise
-from kuaimod_open.pipeline import ModerationConfig, moderate
-from kuaimod_open.policy import Decision
+from kuaimod_open.ingest.sample import Sample
+from kuaimod_open.judge.backends.base import GenerateConfig
+from kuaimod_open.judge.backends.scripted import ScriptedBackend
+from kuaimod_open.judge.injection import detect, flags_for, normalise
+from kuaimod_open.judge.pipeline import ModerationConfig, moderate
+from kuaimod_open.judge.policy import Decision
 
 CORPUS = [
     json.loads(x)

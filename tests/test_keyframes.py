@@ -9,8 +9,9 @@ import pytest
 from PIL import Image
 
 from kuaimod_open.errors import InputError
-from kuaimod_open.ingest import SamplingMode, sample_frames
-from kuaimod_open.keyframes import nearest, sample_keyframes, target_times
+from kuaimod_open.ingest.frames import sample_frames
+from kuaimod_open.ingest.keyframes import nearest, sample_keyframes, target_times
+from kuaimod_open.ingest.sample import SamplingMode
 
 pytestmark = pytest.mark.video
 PROMO = Path(__file__).parent / "data" / "promo_zh.mp4"
@@ -44,7 +45,8 @@ def test_key_frames_match_exact_decoding(video_dir, tmp_path):
 def test_single_gop_clips_fall_back_to_exact_sampling(tmp_path):
     pytest.importorskip("decord")
     pytest.importorskip("av")
-    frames = sample_keyframes(PROMO, tmp_path, 8)
+    assert sample_keyframes(PROMO, tmp_path / "k", 8) is None  # too few key frames: the caller decides
+    frames = sample_frames(PROMO, tmp_path, 8, mode="keyframe")
     assert len(frames) == 9 and [f.timestamp for f in frames][:3] == [0.0, 0.5, 1.5]
 
 
@@ -59,7 +61,7 @@ def test_broken_file_is_an_input_error(tmp_path):
 def test_long_videos_seek_instead_of_scanning(video_dir, tmp_path, monkeypatch):
     decord = pytest.importorskip("decord")
     pytest.importorskip("av")
-    from kuaimod_open import keyframes
+    from kuaimod_open.ingest import keyframes
 
     monkeypatch.setattr(keyframes, "SEEK_AFTER_S", 1.0)  # treat the 10 s clip as "long"
     sought = keyframes.sample_keyframes(video_dir / "bikes.mp4", tmp_path, 8)

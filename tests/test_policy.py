@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from kuaimod_open.errors import PolicyError
-from kuaimod_open.policy import Decision, load_policy, parse_policy
+from kuaimod_open.judge.policy import Decision, load_policy, parse_policy
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = (REPO / "prompts" / "policy.yaml").read_text(encoding="utf-8")

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from kuaimod_open.errors import PromptError
-from kuaimod_open.ingest import Frame, Sample
-from kuaimod_open.prompt import ImagePart, PromptLimits, build_messages, neutralise, parse_template
+from kuaimod_open.ingest.sample import Frame, Sample
+from kuaimod_open.judge.prompt import ImagePart, PromptLimits, build_messages, neutralise, parse_template
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 
@@ -95,7 +95,7 @@ def test_template_validation(text, message):
 
 
 def test_template_digest_changes_with_text(template):
-    from kuaimod_open.prompt import load_template
+    from kuaimod_open.judge.prompt import load_template
 
     assert load_template(Path(template.source)).digest == template.digest
     changed = parse_template(Path(template.source).read_text(encoding="utf-8") + "\nBe brief.")

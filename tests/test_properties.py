@@ -12,10 +12,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from kuaimod_open.errors import PolicyError
-from kuaimod_open.ingest import Sample
-from kuaimod_open.policy import Decision, load_policy, parse_policy
-from kuaimod_open.prompt import build_messages, load_template
-from kuaimod_open.verdict import ParseStatus, Provenance, parse_verdict
+from kuaimod_open.ingest.sample import Sample
+from kuaimod_open.judge.policy import Decision, load_policy, parse_policy
+from kuaimod_open.judge.prompt import build_messages, load_template
+from kuaimod_open.judge.verdict import ParseStatus, Provenance, parse_verdict
 
 REPO = Path(__file__).resolve().parent.parent
 POLICY = load_policy(REPO / "prompts" / "policy.yaml")

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from helpers import verdict_json
 
-from kuaimod_open.backends.base import GenerateConfig
-from kuaimod_open.ingest import Sample
-from kuaimod_open.manifest import WorkItem
-from kuaimod_open.pipeline import ModerationConfig
-from kuaimod_open.runner import RunnerConfig
+from kuaimod_open.ingest.manifest import WorkItem
+from kuaimod_open.ingest.sample import Sample
+from kuaimod_open.judge.backends.base import GenerateConfig
+from kuaimod_open.judge.pipeline import ModerationConfig
+from kuaimod_open.serving.runner import RunnerConfig
 
 pytestmark = [pytest.mark.video, pytest.mark.slow]
 
@@ -28,7 +28,7 @@ def local_ray():
 
 def test_ray_job_one_verdict_each_errors_recorded_and_resume(local_ray, policy, template, video_dir, tmp_path):
     pytest.importorskip("decord")
-    from kuaimod_open.ray_engine import BackendSpec, RayConfig, run_ray_job
+    from kuaimod_open.serving.ray_engine import BackendSpec, RayConfig, run_ray_job
 
     names = ("bikes", "carphone_pristine", "bigbuckbunny")
     items = [WorkItem(Sample(id=f"v{i}", video=video_dir / f"{names[i % 3]}.mp4", title=f"t{i}")) for i in range(6)]
@@ -58,11 +58,11 @@ def test_ray_job_with_the_cascade_sends_only_escalated_rows_to_the_model(local_r
     import numpy as np
     from router_data import synthetic_rows, write_rows
 
-    from kuaimod_open.cascade import FirstStage
-    from kuaimod_open.ingest import load_benchmark
-    from kuaimod_open.prompt import load_template
-    from kuaimod_open.ray_engine import BackendSpec, RayConfig, run_ray_job
-    from kuaimod_open.router import RouterConfig, train_router
+    from kuaimod_open.first_stage.cascade import FirstStage
+    from kuaimod_open.first_stage.router import RouterConfig, train_router
+    from kuaimod_open.ingest.benchmark import load_benchmark
+    from kuaimod_open.judge.prompt import load_template
+    from kuaimod_open.serving.ray_engine import BackendSpec, RayConfig, run_ray_job
 
     samples = load_benchmark(write_rows(tmp_path / "rows.jsonl", synthetic_rows(40, seed=3)))
     router = train_router(samples, policy, RouterConfig(features=["tfidf"], inner_folds=3))
@@ -74,8 +74,8 @@ def test_ray_job_with_the_cascade_sends_only_escalated_rows_to_the_model(local_r
     config = ModerationConfig(frames_dir=tmp_path / "frames", generate=GenerateConfig(batch_size=8))
     items = [WorkItem(s) for s in samples]
     from kuaimod_open.cli.moderate import store_hooks
-    from kuaimod_open.feedback import latest_verdicts, stored_samples
-    from kuaimod_open.store import Store
+    from kuaimod_open.loop.feedback import latest_verdicts, stored_samples
+    from kuaimod_open.loop.store import Store
 
     store = Store(f"sqlite:///{tmp_path / 'k.db'}")  # the driver records what the actors prepared and judged
     hooks = store_hooks(store, policy, 0)

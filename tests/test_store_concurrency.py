@@ -15,11 +15,11 @@ N = 60
 def _runner(db: str) -> None:
     from helpers import verdict_json
 
-    from kuaimod_open.feedback import record_sample, record_verdict
-    from kuaimod_open.ingest import Sample
-    from kuaimod_open.policy import load_policy
-    from kuaimod_open.store import Store
-    from kuaimod_open.verdict import Provenance, parse_verdict
+    from kuaimod_open.ingest.sample import Sample
+    from kuaimod_open.judge.policy import load_policy
+    from kuaimod_open.judge.verdict import Provenance, parse_verdict
+    from kuaimod_open.loop.feedback import record_sample, record_verdict
+    from kuaimod_open.loop.store import Store
 
     policy = load_policy(REPO / "prompts" / "policy.yaml")
     store = Store(db)
@@ -31,9 +31,9 @@ def _runner(db: str) -> None:
 
 
 def _reviewer(db: str, name: str) -> None:
-    from kuaimod_open.feedback import FeedbackEvent, add_feedback
-    from kuaimod_open.policy import load_policy
-    from kuaimod_open.store import Store
+    from kuaimod_open.judge.policy import load_policy
+    from kuaimod_open.loop.feedback import FeedbackEvent, add_feedback
+    from kuaimod_open.loop.store import Store
 
     policy = load_policy(REPO / "prompts" / "policy.yaml")
     store = Store(db)
@@ -48,7 +48,7 @@ def _reviewer(db: str, name: str) -> None:
 
 
 def test_concurrent_writers_lose_nothing(tmp_path):
-    from kuaimod_open.store import Store
+    from kuaimod_open.loop.store import Store
 
     db = f"sqlite:///{tmp_path / 'k.db'}"
     Store(db)  # create and migrate once, as a deployment does before starting its services

@@ -11,14 +11,14 @@ from click.testing import CliRunner
 from helpers import verdict_json
 
 from kuaimod_open.cli import cli
-from kuaimod_open.feedback import FeedbackEvent, add_feedback, record_sample, record_verdict
-from kuaimod_open.gate import decisions
-from kuaimod_open.ingest import Sample
-from kuaimod_open.policy import Policy, load_policy
-from kuaimod_open.registry import Status, active_policy, history
-from kuaimod_open.store import Store
-from kuaimod_open.updaters.policy import bump_version, propose_policy, update_policy
-from kuaimod_open.verdict import Provenance, Verdict, parse_verdict
+from kuaimod_open.ingest.sample import Sample
+from kuaimod_open.judge.policy import Policy, load_policy
+from kuaimod_open.judge.verdict import Provenance, Verdict, parse_verdict
+from kuaimod_open.loop.feedback import FeedbackEvent, add_feedback, record_sample, record_verdict
+from kuaimod_open.loop.gate import decisions
+from kuaimod_open.loop.registry import Status, active_policy, history
+from kuaimod_open.loop.store import Store
+from kuaimod_open.loop.updaters.policy import bump_version, propose_policy, update_policy
 
 pytest.importorskip("sqlalchemy")
 REPO = Path(__file__).resolve().parent.parent
@@ -100,9 +100,9 @@ def test_the_gate_promotes_a_helpful_update_and_rejects_a_harmful_edit(store, po
     )
 
     # A deliberately harmful edit: a confidence bar no answer can clear floods the human queue.
-    from kuaimod_open.evaluate import evaluate
-    from kuaimod_open.gate import compare, record
-    from kuaimod_open.policy import parse_policy
+    from kuaimod_open.evaluation.metrics import evaluate
+    from kuaimod_open.judge.policy import parse_policy
+    from kuaimod_open.loop.gate import compare, record
 
     current = active_policy(store)[0]
     data = current.model_dump(mode="json") | {"version": "1.0.2", "min_confidence": 0.99}

@@ -9,18 +9,19 @@ from click.testing import CliRunner
 from router_data import synthetic_rows, write_rows
 
 from kuaimod_open.cli import cli
-from kuaimod_open.feedback import FeedbackEvent, add_feedback, record_sample
-from kuaimod_open.gate import decisions, golden_set
-from kuaimod_open.ingest import Sample, load_benchmark
-from kuaimod_open.policy import Policy, load_policy
-from kuaimod_open.registry import Status, active, history
-from kuaimod_open.store import Store
+from kuaimod_open.ingest.benchmark import load_benchmark
+from kuaimod_open.ingest.sample import Sample
+from kuaimod_open.judge.policy import Policy, load_policy
+from kuaimod_open.loop.feedback import FeedbackEvent, add_feedback, record_sample
+from kuaimod_open.loop.gate import decisions, golden_set
+from kuaimod_open.loop.registry import Status, active, history
+from kuaimod_open.loop.store import Store
 
 pytest.importorskip("sklearn")
 
-from kuaimod_open.router import load_router  # noqa: E402
-from kuaimod_open.router_model import RouterConfig  # noqa: E402
-from kuaimod_open.updaters.router import update_router  # noqa: E402
+from kuaimod_open.first_stage.model import RouterConfig  # noqa: E402
+from kuaimod_open.first_stage.router import load_router  # noqa: E402
+from kuaimod_open.loop.updaters.router import update_router  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 FAST = RouterConfig(features=["tfidf"], inner_folds=3)

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 from helpers import verdict_json
 
-from kuaimod_open.ingest import Frame, Sample
-from kuaimod_open.policy import Decision
-from kuaimod_open.verdict import ParseStatus, Provenance, error_verdict, parse_verdict
+from kuaimod_open.ingest.sample import Frame, Sample
+from kuaimod_open.judge.policy import Decision
+from kuaimod_open.judge.verdict import ParseStatus, Provenance, error_verdict, parse_verdict
 
 SAMPLE = Sample(
     id="s1",
@@ -138,7 +138,7 @@ def test_error_verdict_is_review(policy):
 
 
 def test_verdict_round_trips_through_json(policy):
-    from kuaimod_open.verdict import Verdict
+    from kuaimod_open.judge.verdict import Verdict
 
     verdict = parse_verdict(CHATTY, policy, SAMPLE, PROV)
     again = Verdict.model_validate_json(verdict.model_dump_json())

@@ -6,16 +6,16 @@ import sys
 
 import click
 
-from .. import __version__
-from ..errors import KuaimodError
-from .confidence import calibrate_confidence_cmd
-from .evaluate import eval_cmd, policy_group
-from .feedback import feedback_group, history_cmd, precedents_group, rollback_cmd
-from .moderate import moderate_cmd, tiny_model_cmd
-from .review import review_cmd
-from .router import cascade_cmd, train_router_cmd
-from .serve import openai_server_cmd, serve_cmd
-from .update import update_group
+from kuaimod_open import __version__
+from kuaimod_open.cli.confidence import calibrate_confidence_cmd
+from kuaimod_open.cli.evaluate import eval_cmd, policy_group
+from kuaimod_open.cli.feedback import feedback_group, history_cmd, precedents_group, rollback_cmd
+from kuaimod_open.cli.moderate import moderate_cmd, tiny_model_cmd
+from kuaimod_open.cli.review import review_cmd
+from kuaimod_open.cli.router import cascade_cmd, train_router_cmd
+from kuaimod_open.cli.serve import openai_server_cmd, serve_cmd
+from kuaimod_open.cli.update import update_group
+from kuaimod_open.errors import KuaimodError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})

@@ -7,9 +7,9 @@ from typing import Literal
 
 import click
 
-from ..backends.base import GenerateConfig
-from ..confidence import ConfidenceCalibration
-from .options import F, load_policy_and_template
+from kuaimod_open.cli.options import F, load_policy_and_template
+from kuaimod_open.judge.backends.base import GenerateConfig
+from kuaimod_open.judge.confidence import ConfidenceCalibration
 
 
 def confidence_options(func: F) -> F:
@@ -34,7 +34,7 @@ def generate_config(
     max_new_tokens: int, batch_size: int, logprobs: bool, calibration_path: Path | None
 ) -> tuple[GenerateConfig, ConfidenceCalibration | None]:
     """The generation settings and the loaded calibration (which needs log-probabilities)."""
-    from ..confidence import load_confidence_calibration
+    from kuaimod_open.judge.confidence import load_confidence_calibration
 
     calibration = load_confidence_calibration(calibration_path) if calibration_path else None
     generate = GenerateConfig(
@@ -70,10 +70,10 @@ def calibrate_confidence_cmd(verdicts: Path, data: str, policy: Path | None, met
       kuaimod calibrate-confidence runs/golden/verdicts.jsonl --data golden.jsonl --out calib.json
       kuaimod moderate clips/ --model Qwen/Qwen2.5-VL-7B-Instruct --confidence-calibration calib.json
     """
-    from ..confidence import fit_confidence_calibration
-    from ..hub import load_eval_data
-    from ..ingest import read_jsonl
-    from ..verdict import Verdict
+    from kuaimod_open.ingest.benchmark import load_eval_data
+    from kuaimod_open.ingest.sample import read_jsonl
+    from kuaimod_open.judge.confidence import fit_confidence_calibration
+    from kuaimod_open.judge.verdict import Verdict
 
     pol, _ = load_policy_and_template(policy, None)
     samples = load_eval_data(data)[0]

@@ -9,20 +9,26 @@ from typing import Any
 
 import click
 
-from ..backends.base import GenerateConfig
-from ..errors import ConfigError
-from ..evaluate import evaluate
-from ..hub import load_eval_data
-from ..ingest import Sample, SamplingMode
-from ..official import official_binary, official_multi, read_predictions
-from ..pipeline import ModerationConfig, completed_ids, moderate, run_batch
-from ..policy import Policy, load_policy
-from ..policy_diff import Predictor, diff_policies, render_diff
-from ..prompt import Template
-from ..report import write_predictions, write_report
-from ..verdict import Verdict
-from .confidence import confidence_options, generate_config
-from .options import backend_options, build_backend, frame_options, load_policy_and_template, policy_options
+from kuaimod_open.cli.confidence import confidence_options, generate_config
+from kuaimod_open.cli.options import (
+    backend_options,
+    build_backend,
+    frame_options,
+    load_policy_and_template,
+    policy_options,
+)
+from kuaimod_open.errors import ConfigError
+from kuaimod_open.evaluation.metrics import evaluate
+from kuaimod_open.evaluation.official import official_binary, official_multi, read_predictions
+from kuaimod_open.evaluation.policy_diff import Predictor, diff_policies, render_diff
+from kuaimod_open.evaluation.report import write_predictions, write_report
+from kuaimod_open.ingest.benchmark import load_eval_data
+from kuaimod_open.ingest.sample import Sample, SamplingMode
+from kuaimod_open.judge.backends.base import GenerateConfig
+from kuaimod_open.judge.pipeline import ModerationConfig, completed_ids, moderate, run_batch
+from kuaimod_open.judge.policy import Policy, load_policy
+from kuaimod_open.judge.prompt import Template
+from kuaimod_open.judge.verdict import Verdict
 
 TEXT_ONLY_NOTE = (
     "text-only mode: no frame images were found for any sample, so the judge sees title, OCR and ASR only "
@@ -230,13 +236,13 @@ def _score_predictions(path: Path, mode: str, report_dir: Path | None) -> None:
 
 
 def _read_verdicts(path: Path) -> list[Verdict]:
-    from ..ingest import read_jsonl
+    from kuaimod_open.ingest.sample import read_jsonl
 
     return [Verdict.model_validate(obj) for _, obj in read_jsonl(path)]
 
 
 def _router_predictor(path: Path) -> Predictor:
-    from ..router import load_router  # the cheap first stage (kuaimod train-router)
+    from kuaimod_open.first_stage.router import load_router
 
     router = load_router(path)
     return lambda samples, policy: router.verdicts(samples, policy)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
-from ..policy import default_policy_path, load_policy
-from ..store import DEFAULT_DB, Store
-from .options import F
+from kuaimod_open.cli.options import F
+from kuaimod_open.judge.policy import default_policy_path, load_policy
+from kuaimod_open.loop.store import DEFAULT_DB, Store
 
 
 def db_option(func: F) -> F:
@@ -43,7 +43,7 @@ def import_cmd(path: Path, db: str, policy: Path | None) -> None:
     appeal_outcome), category (code or tag; required for decisions), decision, reason, author,
     created_at (ISO 8601), event_id (optional stable id).
     """
-    from ..feedback import import_feedback
+    from kuaimod_open.loop.feedback import import_feedback
 
     result = import_feedback(Store(db), path, load_policy(policy or default_policy_path()))
     click.echo(f"{result.read} events read, {result.inserted} inserted, {result.duplicates} already stored")
@@ -55,7 +55,7 @@ def import_cmd(path: Path, db: str, policy: Path | None) -> None:
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
 def export_cmd(db: str, fmt: str, out: Path) -> None:
     """Export every feedback event."""
-    from ..feedback import export_feedback
+    from kuaimod_open.loop.feedback import export_feedback
 
     click.echo(f"{export_feedback(Store(db), out, fmt)} events written to {out}")
 
@@ -76,7 +76,7 @@ def precedents_group() -> None:
 )
 def promote_cmd(db: str, policy: Path | None, embed: bool) -> None:
     """Turn reviewer decisions on stored samples into precedents (idempotent)."""
-    from ..precedents import E5Embedder, promote_decisions
+    from kuaimod_open.loop.precedents import E5Embedder, promote_decisions
 
     created = promote_decisions(
         Store(db), load_policy(policy or default_policy_path()), embedder=E5Embedder() if embed else None
@@ -88,7 +88,7 @@ def promote_cmd(db: str, policy: Path | None, embed: bool) -> None:
 @db_option
 def list_cmd(db: str) -> None:
     """Active precedents."""
-    from ..precedents import active_precedents
+    from kuaimod_open.loop.precedents import active_precedents
 
     for p, _ in active_precedents(Store(db)):
         click.echo(f"#{p.id}  {p.sample_id}  {p.category}/{p.decision}  {p.text[:60]}  ({p.author}: {p.reason[:40]})")
@@ -99,7 +99,7 @@ def list_cmd(db: str) -> None:
 @db_option
 def retire_cmd(precedent_id: int, db: str) -> None:
     """Retire a precedent: it is never retrieved again."""
-    from ..precedents import retire_precedent
+    from kuaimod_open.loop.precedents import retire_precedent
 
     if not retire_precedent(Store(db), precedent_id):
         raise click.ClickException(f"precedent #{precedent_id} is not active")
@@ -114,7 +114,7 @@ def retire_cmd(precedent_id: int, db: str) -> None:
 @db_option
 def rollback_cmd(kind: str, to: str | None, db: str) -> None:
     """Re-activate an earlier policy version, router or adapter in one command."""
-    from ..registry import rollback
+    from kuaimod_open.loop.registry import rollback
 
     art = rollback(Store(db), kind, to)
     click.echo(f"active {kind} is now {art.name} ({art.path})")
@@ -125,8 +125,8 @@ def rollback_cmd(kind: str, to: str | None, db: str) -> None:
 @db_option
 def history_cmd(kind: str, db: str) -> None:
     """Registered versions of a policy, router or adapter, with their status and gate decisions."""
-    from ..gate import decisions
-    from ..registry import history
+    from kuaimod_open.loop.gate import decisions
+    from kuaimod_open.loop.registry import history
 
     for art in history(Store(db), kind):
         click.echo(f"{art.id:>4}  {art.status:<9}  {art.name:<14}  {art.created_at:%Y-%m-%d %H:%M}  {art.path}")

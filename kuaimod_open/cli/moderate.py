@@ -8,15 +8,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from ..backends import DEFAULT_HF_MODEL
-from ..errors import ConfigError
-from ..extract import OFFLINE_WHISPER, ExtractConfig, check_available
-from ..ingest import SamplingMode
-from ..manifest import collect_items
-from ..pipeline import ModerationConfig, RunSummary
-from ..runner import JobSummary, RunnerConfig, run_job
-from .confidence import confidence_options, generate_config
-from .options import (
+from kuaimod_open.cli.confidence import confidence_options, generate_config
+from kuaimod_open.cli.options import (
     backend_options,
     build_backend,
     frame_options,
@@ -24,10 +17,17 @@ from .options import (
     policy_options,
     store_policy_path,
 )
+from kuaimod_open.errors import ConfigError
+from kuaimod_open.ingest.extract import OFFLINE_WHISPER, ExtractConfig, check_available
+from kuaimod_open.ingest.manifest import collect_items
+from kuaimod_open.ingest.sample import SamplingMode
+from kuaimod_open.judge.backends import DEFAULT_HF_MODEL
+from kuaimod_open.judge.pipeline import ModerationConfig, RunSummary
+from kuaimod_open.serving.runner import JobSummary, RunnerConfig, run_job
 
 if TYPE_CHECKING:
-    from ..cascade import FirstStage
-    from ..ray_engine import BackendSpec
+    from kuaimod_open.first_stage.cascade import FirstStage
+    from kuaimod_open.serving.ray_engine import BackendSpec
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -219,7 +219,7 @@ def moderate_cmd(
         raise ConfigError("--precedents needs --db (the store the precedents live in)")
     store = None
     if db:
-        from ..store import Store
+        from kuaimod_open.loop.store import Store
 
         store = Store(db)
         policy = store_policy_path(store, policy)
@@ -237,7 +237,7 @@ def moderate_cmd(
     )
     runner = RunnerConfig(workers=workers, parquet=parquet, progress=progress)
     if engine == "ray":
-        from ..ray_engine import RayConfig, run_ray_job
+        from kuaimod_open.serving.ray_engine import RayConfig, run_ray_job
 
         if precedents_k:
             raise ConfigError("--precedents is not supported with --engine ray yet (actors cannot reach the store)")
@@ -255,7 +255,7 @@ def moderate_cmd(
         hooks = store_hooks(store, pol, precedents_k) if store is not None else {}
         judge = None
         if first_stage is not None:
-            from ..cascade import cascade_judge
+            from kuaimod_open.first_stage.cascade import cascade_judge
 
             judge = cascade_judge(first_stage, pol, model_backend, tmpl, config, hooks.get("precedents"))
         summary = run_job(items, pol, model_backend, tmpl, out, config, runner, judge=judge, **hooks)
@@ -273,7 +273,7 @@ def backend_spec(
     batch_size: int,
 ) -> BackendSpec:
     """What each Ray model actor builds (the same choices as ``build_backend``)."""
-    from ..ray_engine import BackendSpec
+    from kuaimod_open.serving.ray_engine import BackendSpec
 
     if backend == "hf":
         options = {"model": model or DEFAULT_HF_MODEL, "adapter": str(adapter) if adapter else None}
@@ -285,14 +285,14 @@ def backend_spec(
 
 def store_hooks(store: Any, policy: Any, precedents_k: int) -> dict[str, Any]:
     """run_job callbacks that record samples and verdicts, and (k > 0) retrieve precedents."""
-    from ..feedback import record_sample, record_verdict
+    from kuaimod_open.loop.feedback import record_sample, record_verdict
 
     hooks: dict[str, Any] = {
         "on_sample": lambda sample: record_sample(store, sample),
         "on_verdict": lambda verdict: record_verdict(store, verdict),
     }
     if precedents_k:
-        from ..precedents import E5Embedder, PrecedentIndex
+        from kuaimod_open.loop.precedents import E5Embedder, PrecedentIndex
 
         index = PrecedentIndex(store, E5Embedder(), policy)
         hooks["precedents"] = lambda sample: index.lookup(sample, precedents_k)
@@ -340,7 +340,7 @@ def tiny_model_cmd(out_dir: Path, seed: int, arch: str) -> None:
 
     Its answers are random tokens, so its verdicts are 'unparsed' and go to review.
     """
-    from ..backends.tiny import build_tiny_qwen_vl
+    from kuaimod_open.judge.backends.tiny import build_tiny_qwen_vl
 
     path = build_tiny_qwen_vl(out_dir, arch=arch, seed=seed)
     click.echo(f"tiny {arch} written to {path}; use it with: kuaimod moderate VIDEO --model {path}")
@@ -350,6 +350,6 @@ def first_stage_spec(router: Path | None, allow_below: float | None, flag_at: fl
     """The cascade settings of --router/--allow-below/--flag-at (None without --router)."""
     if router is None:
         return None
-    from ..cascade import FirstStage
+    from kuaimod_open.first_stage.cascade import FirstStage
 
     return FirstStage(str(router.resolve()), allow_below, flag_at)

@@ -9,12 +9,12 @@ from typing import Any, TypeVar
 
 import click
 
-from ..backends import BACKENDS, DEFAULT_HF_MODEL, Backend, get_backend
-from ..errors import ConfigError
-from ..gate import TARGETS, GateConfig
-from ..ingest import DEFAULT_FRAMES, DEFAULT_MAX_SIDE, SamplingMode
-from ..policy import Policy, default_policy_path, load_policy
-from ..prompt import Template, load_template
+from kuaimod_open.errors import ConfigError
+from kuaimod_open.ingest.sample import DEFAULT_FRAMES, DEFAULT_MAX_SIDE, SamplingMode
+from kuaimod_open.judge.backends import BACKENDS, DEFAULT_HF_MODEL, Backend, get_backend
+from kuaimod_open.judge.policy import Policy, default_policy_path, load_policy
+from kuaimod_open.judge.prompt import Template, load_template
+from kuaimod_open.loop.gate import TARGETS, GateConfig
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -202,6 +202,6 @@ def store_policy_option(func: F) -> F:
 
 def store_policy_path(store: Any, policy: Path | None) -> Path:
     """``--policy`` if given, else the store's active policy (the shipped one is registered on first use)."""
-    from ..registry import active_policy
+    from kuaimod_open.loop.registry import active_policy
 
     return policy or active_policy(store, default=default_policy_path())[1]

@@ -8,11 +8,11 @@ from typing import Any
 
 import click
 
-from ..errors import ConfigError
-from ..ingest import Sample
-from ..policy import Policy
-from ..store import DEFAULT_DB
-from ..verdict import Verdict
+from kuaimod_open.errors import ConfigError
+from kuaimod_open.ingest.sample import Sample
+from kuaimod_open.judge.policy import Policy
+from kuaimod_open.judge.verdict import Verdict
+from kuaimod_open.loop.store import DEFAULT_DB
 
 
 def _router_predictor(path: Path) -> Any:
@@ -22,10 +22,10 @@ def _router_predictor(path: Path) -> Any:
     def predict(samples: Sequence[Sample], policy: Policy) -> list[Verdict]:
         if not loaded:
             try:
-                from ..router import load_router  # type: ignore[import-not-found,unused-ignore]
+                from kuaimod_open.first_stage.router import load_router  # type: ignore[import-not-found,unused-ignore]
             except ImportError:
                 raise ConfigError(
-                    "the first-stage router (kuaimod_open.router) is not available in this installation; "
+                    "the first-stage router (kuaimod_open.first_stage.router) is not available in this installation; "
                     "start `kuaimod review` with --backend instead"
                 ) from None
             loaded.append(load_router(path))
@@ -36,10 +36,10 @@ def _router_predictor(path: Path) -> Any:
 
 def _backend_predictor(backend: str, model: str | None, base_url: str | None, api_key: str | None) -> Any:
     """A predictor that runs the VLM pipeline; the model is loaded on the first dry run, not at start-up."""
-    from ..backends.base import GenerateConfig
-    from ..pipeline import ModerationConfig, moderate
-    from ..prompt import load_template
-    from .options import build_backend
+    from kuaimod_open.cli.options import build_backend
+    from kuaimod_open.judge.backends.base import GenerateConfig
+    from kuaimod_open.judge.pipeline import ModerationConfig, moderate
+    from kuaimod_open.judge.prompt import load_template
 
     loaded: list[Any] = []
 
@@ -172,7 +172,7 @@ def review_cmd(
       kuaimod review --load out/verdicts.jsonl --media-root clips/
       KUAIMOD_REVIEW_USERS='alice:pw' kuaimod review --host 0.0.0.0 --db postgresql+psycopg://...
     """
-    from app.config import ReviewConfig, check_access, load_users  # the app package is optional (extra: app)
+    from kuaimod_open.app.config import ReviewConfig, check_access, load_users
 
     users = load_users(users_file)
     check_access(host, users)  # before anything is loaded: a refused start costs nothing
@@ -195,7 +195,7 @@ def review_cmd(
     )
     _prepare_store(config, load_files, data, frames_root, demo)
     click.echo(f"kuaimod review on http://{host}:{port} (store {db}); Ctrl+C stops it")
-    from app.server import serve
+    from kuaimod_open.app.server import serve
 
     serve(config, host, port)
 
@@ -203,8 +203,8 @@ def review_cmd(
 def _prepare_store(
     config: Any, load_files: Sequence[Path], data: Path | None, frames_root: Path | None, demo: bool
 ) -> None:
-    from app.handlers import ReviewContext
-    from app.loading import load_verdict_file, seed_demo
+    from kuaimod_open.app.handlers import ReviewContext
+    from kuaimod_open.app.loading import load_verdict_file, seed_demo
 
     ctx = ReviewContext(config)
     for path in load_files:

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import click
 
-from ..backends.base import GenerateConfig
-from ..ingest import Sample, load_benchmark
-from ..pipeline import ModerationConfig
-from ..policy import default_policy_path, load_policy
-from .options import F, backend_options, build_backend, load_policy_and_template, policy_options
+from kuaimod_open.cli.options import F, backend_options, build_backend, load_policy_and_template, policy_options
+from kuaimod_open.ingest.benchmark import load_benchmark
+from kuaimod_open.ingest.sample import Sample
+from kuaimod_open.judge.backends.base import GenerateConfig
+from kuaimod_open.judge.pipeline import ModerationConfig
+from kuaimod_open.judge.policy import default_policy_path, load_policy
 
 
 def features_option(func: F) -> F:
@@ -85,7 +86,7 @@ def train_router_cmd(
       kuaimod train-router --data train.jsonl --out routers/v1
       kuaimod train-router --data train.jsonl --out routers/tfidf --features tfidf --max-missed 0.01
     """
-    from ..router import RouterConfig, train_router
+    from kuaimod_open.first_stage.router import RouterConfig, train_router
 
     pol = load_policy(policy or default_policy_path())
     samples: list[Sample] = []
@@ -160,8 +161,8 @@ def cascade_cmd(
       kuaimod cascade rows.jsonl --router routers/v1 --out verdicts.jsonl            # escalated -> review
       kuaimod cascade rows.jsonl --router routers/v1 --vlm --model Qwen/Qwen2.5-VL-7B-Instruct
     """
-    from ..cascade import cascade_config, run_cascade
-    from ..router import load_router
+    from kuaimod_open.first_stage.cascade import cascade_config, run_cascade
+    from kuaimod_open.first_stage.router import load_router
 
     pol, tmpl = load_policy_and_template(policy, template)
     loaded = load_router(router)

@@ -8,14 +8,20 @@ from pathlib import Path
 
 import click
 
-from .._lazy import require
-from ..access import check_secret_file, is_loopback
-from ..backends.base import GenerateConfig
-from ..errors import ConfigError
-from ..ingest import SamplingMode
-from ..pipeline import ModerationConfig
-from .moderate import extract_config, extract_options, first_stage_options, first_stage_spec
-from .options import backend_options, build_backend, frame_options, load_policy_and_template, policy_options
+from kuaimod_open._lazy import require
+from kuaimod_open.cli.moderate import extract_config, extract_options, first_stage_options, first_stage_spec
+from kuaimod_open.cli.options import (
+    backend_options,
+    build_backend,
+    frame_options,
+    load_policy_and_template,
+    policy_options,
+)
+from kuaimod_open.errors import ConfigError
+from kuaimod_open.ingest.sample import SamplingMode
+from kuaimod_open.judge.backends.base import GenerateConfig
+from kuaimod_open.judge.pipeline import ModerationConfig
+from kuaimod_open.serving.access import check_secret_file, is_loopback
 
 
 def read_keys(key_file: Path | None) -> frozenset[str]:
@@ -102,7 +108,7 @@ def serve_cmd(
       kuaimod serve --backend openai --model Qwen/Qwen2.5-VL-7B-Instruct --base-url http://localhost:8000/v1 \
           --key-file keys.txt --root /data/videos --port 8080
     """
-    from ..serve import ServeSettings, create_app
+    from kuaimod_open.serving.service import ServeSettings, create_app
 
     pol, tmpl = load_policy_and_template(policy, template)
     keys = read_keys(key_file)
@@ -121,7 +127,7 @@ def serve_cmd(
         verdict_log=work_dir / "verdicts.jsonl",
     )
     if print_openapi:
-        from ..backends.scripted import ScriptedBackend
+        from kuaimod_open.judge.backends.scripted import ScriptedBackend
 
         app = create_app(settings, pol, tmpl, ScriptedBackend(), ModerationConfig())
         click.echo(json.dumps(app.openapi(), ensure_ascii=False, indent=2))
@@ -139,7 +145,7 @@ def serve_cmd(
     model_backend = build_backend(backend, model, adapter, device, dtype, base_url, api_key, batch_size)
     judge = None
     if first_stage is not None:
-        from ..cascade import cascade_judge
+        from kuaimod_open.first_stage.cascade import cascade_judge
 
         judge = cascade_judge(first_stage, pol, model_backend, tmpl, config)
     uvicorn = require("uvicorn", extra="serve", purpose="the HTTP service")
@@ -162,8 +168,8 @@ def openai_server_cmd(model: str, served_name: str | None, device: str, host: st
       kuaimod tiny-model /tmp/tiny && kuaimod openai-server /tmp/tiny --port 8000 &
       kuaimod moderate clips/ --backend openai --model /tmp/tiny --base-url http://127.0.0.1:8000/v1
     """
-    from ..backends import get_backend
-    from ..openai_compat import create_openai_app
+    from kuaimod_open.judge.backends import get_backend
+    from kuaimod_open.serving.openai_compat import create_openai_app
 
     backend = get_backend("hf", model=model, device=device)
     uvicorn = require("uvicorn", extra="serve", purpose="the OpenAI-compatible test server")

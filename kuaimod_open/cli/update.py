@@ -6,13 +6,13 @@ from pathlib import Path
 
 import click
 
-from ..backends.base import GenerateConfig
-from ..gate import GateConfig
-from ..policy import load_policy
-from ..store import Store
-from .feedback import db_option
-from .options import backend_options, gate_options, store_policy_option, store_policy_path
-from .router import feature_names, features_option
+from kuaimod_open.cli.feedback import db_option
+from kuaimod_open.cli.options import backend_options, gate_options, store_policy_option, store_policy_path
+from kuaimod_open.cli.router import feature_names, features_option
+from kuaimod_open.judge.backends.base import GenerateConfig
+from kuaimod_open.judge.policy import load_policy
+from kuaimod_open.loop.gate import GateConfig
+from kuaimod_open.loop.store import Store
 
 
 @click.group("update")
@@ -64,23 +64,23 @@ def update_policy_cmd(
     --vlm-gate) it is evaluated against the current policy on the golden set and promoted only if
     it passes the gate.
     """
-    from ..gate import golden_set
-    from ..hub import load_eval_data
-    from ..updaters.policy import update_policy
+    from kuaimod_open.ingest.benchmark import load_eval_data
+    from kuaimod_open.loop.gate import golden_set
+    from kuaimod_open.loop.updaters.policy import update_policy
 
     store = Store(db)
     base_path = store_policy_path(store, policy)
     base = load_policy(base_path)
     predictor = None
     if router is not None:
-        from ..router import load_router
+        from kuaimod_open.first_stage.router import load_router
 
         loaded = load_router(router)
         predictor = loaded.verdicts
     elif vlm_gate:
-        from ..pipeline import ModerationConfig, moderate
-        from ..prompt import load_template
-        from .options import build_backend
+        from kuaimod_open.cli.options import build_backend
+        from kuaimod_open.judge.pipeline import ModerationConfig, moderate
+        from kuaimod_open.judge.prompt import load_template
 
         vlm = build_backend(backend, model, adapter, device, dtype, base_url, api_key, batch_size)
         template = load_template()
@@ -138,11 +138,10 @@ def update_router_cmd(
       kuaimod update router --db sqlite:///kuaimod.db --data benchmark.jsonl
       kuaimod update router --db sqlite:///kuaimod.db --train-data extra.jsonl --features tfidf
     """
-    from ..gate import golden_set
-    from ..hub import load_eval_data
-    from ..ingest import load_benchmark
-    from ..router_model import RouterConfig
-    from ..updaters.router import update_router
+    from kuaimod_open.first_stage.model import RouterConfig
+    from kuaimod_open.ingest.benchmark import load_benchmark, load_eval_data
+    from kuaimod_open.loop.gate import golden_set
+    from kuaimod_open.loop.updaters.router import update_router
 
     store = Store(db)
     pol = load_policy(store_policy_path(store, policy))
@@ -163,6 +162,6 @@ def update_router_cmd(
     click.echo(result.message)
 
 
-from .update_lora import lora_cmd  # noqa: E402  # after the group exists; the module defines the command only
+from kuaimod_open.cli.update_lora import lora_cmd  # noqa: E402  # after the group exists; the module defines the command only
 
 update_group.add_command(lora_cmd)

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import click
 
-from ..backends import DEFAULT_HF_MODEL, Backend
-from ..gate import GateConfig
-from ..store import Store
-from .feedback import db_option
-from .options import gate_options, store_policy_option, store_policy_path
+from kuaimod_open.cli.feedback import db_option
+from kuaimod_open.cli.options import gate_options, store_policy_option, store_policy_path
+from kuaimod_open.judge.backends import DEFAULT_HF_MODEL, Backend
+from kuaimod_open.loop.gate import GateConfig
+from kuaimod_open.loop.store import Store
 
 
 def _summary(losses: list[float]) -> str:
@@ -94,14 +94,14 @@ def lora_cmd(
 
     Safe to run from cron: a run with no reviewer decisions since the last one does nothing.
     """
-    from ..backends.base import GenerateConfig
-    from ..pipeline import ModerationConfig
-    from ..policy import load_policy
-    from ..prompt import load_template
-    from ..updaters.lora import update_lora
-    from ..updaters.lora_train import LoraTrainConfig
-    from ..updaters.tag2cot import load_tag2cot_template
-    from .options import build_backend
+    from kuaimod_open.cli.options import build_backend
+    from kuaimod_open.judge.backends.base import GenerateConfig
+    from kuaimod_open.judge.pipeline import ModerationConfig
+    from kuaimod_open.judge.policy import load_policy
+    from kuaimod_open.judge.prompt import load_template
+    from kuaimod_open.loop.updaters.lora import update_lora
+    from kuaimod_open.loop.updaters.lora_train import LoraTrainConfig
+    from kuaimod_open.loop.updaters.tag2cot import load_tag2cot_template
 
     store = Store(db)
     # Validate every file and setting before a model is loaded.
@@ -122,7 +122,7 @@ def lora_cmd(
     )
     golden_rows = []
     if benchmark:
-        from ..hub import load_eval_data
+        from kuaimod_open.ingest.benchmark import load_eval_data
 
         golden_rows = load_eval_data(benchmark, frames_root)[0]
     moderation = ModerationConfig(generate=GenerateConfig(max_new_tokens=max_new_tokens, batch_size=gen_batch_size))

@@ -1,0 +1,1 @@
+"""Shared building blocks with no stage of their own (score calibration, ...); they import no stage."""

@@ -1,0 +1,152 @@
+"""The unit of work: a :class:`Sample` (one short video, its timed frames and its text), and input discovery.
+
+Frames come from :mod:`kuaimod_open.ingest.frames` (raw videos) or from a benchmark row's images
+(:mod:`kuaimod_open.ingest.benchmark`); text from the row, a manifest, or OCR/ASR
+(:mod:`kuaimod_open.ingest.extract`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from kuaimod_open.errors import ConfigError, InputError
+
+VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi", ".flv", ".m4v", ".ts"})
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
+
+# 8 frames + the first frame mirrors the benchmark's own extraction (cover + 8 frames).
+DEFAULT_FRAMES = 8
+# Longest side of a saved frame. Qwen-VL resizes again to its pixel budget; 640 keeps OCR-sized
+# text legible while a 9-frame prompt stays around 3k visual tokens for Qwen2-VL.
+DEFAULT_MAX_SIDE = 640
+
+
+class Frame(BaseModel):
+    """One sampled frame: an image on disk and where it came from in the video."""
+
+    model_config = ConfigDict(frozen=True)
+
+    path: Path
+    index: int | None = Field(default=None, description="Frame number in the source video")
+    timestamp: float | None = Field(default=None, description="Seconds from the start; None when unknown")
+
+    def label(self, position: int) -> str:
+        """How the prompt and the UI refer to this frame, e.g. ``frame 3 @ 12.40s``."""
+        when = f" @ {self.timestamp:.2f}s" if self.timestamp is not None else ""
+        return f"frame {position}{when}"
+
+
+class Sample(BaseModel):
+    """One short video to moderate, with everything the judge may look at."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(min_length=1)
+    video: Path | None = None
+    frames: tuple[Frame, ...] = ()
+    title: str = ""
+    ocr: str = ""
+    asr: str = ""
+    comments: tuple[str, ...] = ()
+    label: str | None = Field(default=None, description="Gold tag (e.g. 正向), when known")
+
+    @property
+    def timestamps(self) -> list[float | None]:
+        """The timestamp of every frame, in prompt order."""
+        return [f.timestamp for f in self.frames]
+
+
+class SamplingMode(StrEnum):
+    """How frames are chosen from a video."""
+
+    UNIFORM = "uniform"
+    SCENE = "scene"
+    KEYFRAME = "keyframe"  # the nearest key frames only: ~20x less decoding (kuaimod_open.ingest.keyframes)
+
+
+# --------------------------------------------------------------------------- files
+
+
+def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_number, object)`` for each non-empty line; a bad line is a clear InputError."""
+    path = Path(path)
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        raise ConfigError(f"Cannot open {path}: {exc.strerror or exc}") from None
+    with handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(f"{path}:{number}: not UTF-8 text (bad byte at column {exc.start + 1})") from None
+            if not text.strip():
+                continue
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+            if not isinstance(obj, dict):
+                raise InputError(f"{path}:{number}: each line must be a JSON object")
+            yield number, obj
+
+
+# --------------------------------------------------------------------------- CLI inputs
+
+
+def discover_inputs(inputs: Iterable[str | Path]) -> list[Path]:
+    """Expand files and folders into the list of video files to moderate, in a stable order."""
+    found: list[Path] = []
+    for raw in inputs:
+        path = Path(raw)
+        if path.is_dir():
+            found.extend(sorted(p for p in path.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS))
+        elif path.exists():
+            found.append(path)
+        else:
+            raise ConfigError(f"Input not found: {path}")
+    if not found:
+        raise ConfigError(
+            "No video files found in the given inputs (looked for " + ", ".join(sorted(VIDEO_EXTENSIONS)) + ")"
+        )
+    return found
+
+
+def video_sample_ids(paths: Sequence[Path]) -> list[str]:
+    """Readable, unique ids for video files: the file stem, or the parent-qualified path on clashes."""
+    stems = [p.stem for p in paths]
+    ids = [
+        s if stems.count(s) == 1 else str(p.with_suffix("")).strip("/").replace("/", "__")
+        for s, p in zip(stems, paths, strict=True)
+    ]
+    if len(set(ids)) != len(ids):
+        raise ConfigError("Two inputs resolve to the same sample id; pass each video once")
+    return ids
+
+
+def _check_unique_ids(samples: Sequence[Sample], source: str) -> None:
+    seen: set[str] = set()
+    for s in samples:
+        if s.id in seen:
+            raise InputError(f"{source}: duplicate sample id '{s.id}' (ids must be unique so runs can resume)")
+        seen.add(s.id)
+
+
+__all__ = [
+    "DEFAULT_FRAMES",
+    "DEFAULT_MAX_SIDE",
+    "IMAGE_EXTENSIONS",
+    "VIDEO_EXTENSIONS",
+    "Frame",
+    "Sample",
+    "SamplingMode",
+    "discover_inputs",
+    "read_jsonl",
+    "video_sample_ids",
+]

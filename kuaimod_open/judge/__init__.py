@@ -1,0 +1,1 @@
+"""Stage 2, judge: the policy, the prompt, the VLM backends, verdict parsing and the judging loop."""

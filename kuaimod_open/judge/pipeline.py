@@ -1,0 +1,311 @@
+"""Pipeline: samples → frames → prompts → batched generation → verdicts, and resumable batch runs.
+
+``moderate`` is the whole judging loop as a generator; ``run_batch`` wraps it with an append-only
+JSONL output that is flushed per verdict, skips sample ids already written (resume), and writes a
+manifest with counts and timings at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Any, Protocol
+
+from kuaimod_open import __version__
+from kuaimod_open.errors import ConfigError, KuaimodError
+from kuaimod_open.ingest.extract import ExtractConfig
+from kuaimod_open.ingest.frames import sample_frames
+from kuaimod_open.ingest.sample import DEFAULT_FRAMES, DEFAULT_MAX_SIDE, Sample, SamplingMode
+from kuaimod_open.judge.backends.base import Backend, GenerateConfig, Request
+from kuaimod_open.judge.confidence import ConfidenceCalibration, category_confidence
+from kuaimod_open.judge.injection import detect, flags_for
+from kuaimod_open.judge.policy import Decision, Policy
+from kuaimod_open.judge.prompt import PromptLimits, Template, build_messages
+from kuaimod_open.judge.verdict import ParseStatus, Provenance, Stage, Verdict, error_verdict, parse_verdict
+
+
+@dataclass(frozen=True)
+class ModerationConfig:
+    """How samples are prepared and judged."""
+
+    frames: int = DEFAULT_FRAMES
+    max_side: int = DEFAULT_MAX_SIDE
+    sampling: SamplingMode = SamplingMode.UNIFORM
+    frames_dir: Path = Path(".kuaimod/frames")
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    limits: PromptLimits = field(default_factory=PromptLimits)
+    # OCR/ASR for raw videos whose text fields are empty (kuaimod_open.ingest.extract); None: off.
+    extract: ExtractConfig | None = None
+    # Maps token confidence to a calibrated probability (kuaimod calibrate-confidence); needs logprobs on.
+    confidence_calibration: ConfidenceCalibration | None = None
+
+
+class ShownPrecedents(Protocol):
+    """Precedents rendered for one prompt and their ids (e.g. :class:`kuaimod_open.loop.precedents.Shown`)."""
+
+    @property
+    def text(self) -> str: ...  # noqa: D102
+
+    @property
+    def ids(self) -> Sequence[str]: ...  # noqa: D102
+
+
+# Returns the "similar decided cases" block for a sample: plain text, or text plus the ids of the
+# precedents shown (recorded in the verdict so every decision says which case law it saw).
+PrecedentLookup = Callable[[Sample], "str | ShownPrecedents"]
+
+
+def prepare(sample: Sample, config: ModerationConfig) -> Sample:
+    """Sample frames (and, when configured, OCR/ASR text) for a video-backed Sample; others pass through."""
+    if sample.video is None:
+        return sample
+    if not sample.frames:
+        frames = sample_frames(
+            sample.video,
+            config.frames_dir / _safe_name(sample.id),
+            config.frames,
+            max_side=config.max_side,
+            mode=config.sampling,
+        )
+        sample = sample.model_copy(update={"frames": frames})
+    if config.extract is not None:
+        from kuaimod_open.ingest.extract import fill_text
+
+        sample = fill_text(sample, config.extract)
+    return sample
+
+
+def provenance_for(
+    sample: Sample, policy: Policy, template: Template, backend: Backend, config: ModerationConfig
+) -> Provenance:
+    """The provenance record of a verdict about ``sample``."""
+    return Provenance(
+        model=backend.model_id,
+        adapter=backend.adapter,
+        policy_version=policy.version,
+        policy_digest=policy.digest,
+        prompt_digest=template.digest,
+        generate_digest=config.generate.digest(),
+        calibration_digest=config.confidence_calibration.digest if config.confidence_calibration else None,
+        frame_timestamps=sample.timestamps,
+        package_version=__version__,
+    )
+
+
+def moderate(
+    samples: Iterable[Sample],
+    policy: Policy,
+    backend: Backend,
+    template: Template,
+    config: ModerationConfig | None = None,
+    *,
+    precedents: PrecedentLookup | None = None,
+) -> Iterator[Verdict]:
+    """Judge every sample; yields exactly one verdict per sample, in input order.
+
+    A sample whose video cannot be read, or whose generation failed, yields an error verdict
+    (decision = review) and the run goes on.
+    """
+    config = config or ModerationConfig()
+    iterator = iter(samples)
+    while batch := list(islice(iterator, max(1, config.generate.batch_size))):
+        yield from _moderate_batch(batch, policy, backend, template, config, precedents)
+
+
+def _moderate_batch(
+    batch: Sequence[Sample],
+    policy: Policy,
+    backend: Backend,
+    template: Template,
+    config: ModerationConfig,
+    precedents: PrecedentLookup | None,
+) -> list[Verdict]:
+    results: list[Verdict | None] = [None] * len(batch)
+    ready: list[tuple[int, Sample, Provenance, Request]] = []
+    shown_ids: dict[int, list[str]] = {}
+    injection: dict[int, list[str]] = {}
+    for i, raw in enumerate(batch):
+        try:
+            sample = prepare(raw, config)
+            injection[i] = flags_for(detect(sample))
+            shown = precedents(sample) if precedents else ""
+            if not isinstance(shown, str):
+                shown_ids[i] = list(shown.ids)
+                shown = shown.text
+            messages = build_messages(sample, policy, template, precedents=shown, limits=config.limits)
+        except KuaimodError as exc:  # expected per-item failures: unreadable video, missing dependency...
+            prov = provenance_for(raw, policy, template, backend, config)
+            results[i] = error_verdict(raw.id, str(exc), prov, stage=Stage.PIPELINE)
+            continue
+        prov = provenance_for(sample, policy, template, backend, config)
+        ready.append((i, sample, prov, Request(sample.id, messages)))
+    if ready:
+        generations = backend.generate([r for *_, r in ready], config.generate)
+        if len(generations) != len(ready):
+            raise KuaimodError(
+                f"backend {backend.model_id} returned {len(generations)} answers for {len(ready)} requests"
+            )
+        for (i, sample, prov, _), gen in zip(ready, generations, strict=True):
+            if gen.error is not None:
+                verdict = error_verdict(sample.id, gen.error, prov)
+            else:
+                verdict = parse_verdict(gen.text, policy, sample, prov)
+            if injection.get(i):
+                # Text that tries to steer the judge is evidence of manipulation: a human decides.
+                verdict = verdict.model_copy(
+                    update={"decision": Decision.REVIEW, "flags": [*verdict.flags, *injection[i]]}
+                )
+            token_confidence = category_confidence(gen.token_logprobs, gen.text, verdict)
+            calibration = config.confidence_calibration
+            calibrated = calibration.apply(token_confidence) if calibration else None
+            too_unsure = calibrated is not None and calibrated < policy.min_confidence
+            if too_unsure and verdict.decision is not Decision.REVIEW:
+                # A measured probability of being right below the policy's bar outranks the number the
+                # model wrote about itself: a person decides.
+                verdict = verdict.model_copy(
+                    update={"decision": Decision.REVIEW, "flags": [*verdict.flags, "low_calibrated_confidence"]}
+                )
+            results[i] = verdict.model_copy(
+                update={
+                    "latency_s": gen.latency_s,
+                    "input_tokens": gen.input_tokens,
+                    "output_tokens": gen.output_tokens,
+                    "precedents": shown_ids.get(i, []),
+                    "token_confidence": token_confidence,
+                    "calibrated_confidence": calibrated,
+                }
+            )
+    return [v for v in results if v is not None]
+
+
+def _safe_name(sample_id: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in sample_id)[:120] or "sample"
+
+
+# --------------------------------------------------------------------------- batch runs
+
+
+@dataclass
+class RunSummary:
+    """Counts and timings of one batch run (also written as the run's manifest)."""
+
+    total: int = 0
+    skipped: int = 0
+    written: int = 0
+    decisions: Counter[str] = field(default_factory=Counter)
+    categories: Counter[str] = field(default_factory=Counter)
+    statuses: Counter[str] = field(default_factory=Counter)
+    stages: Counter[str] = field(default_factory=Counter)
+    errors: list[dict[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def add(self, verdict: Verdict) -> None:
+        """Count one written verdict."""
+        self.written += 1
+        self.decisions[str(verdict.decision)] += 1
+        self.categories[verdict.category or "-"] += 1
+        self.statuses[str(verdict.status)] += 1
+        self.stages[str(verdict.stage)] += 1
+        if verdict.status is ParseStatus.ERROR:
+            self.errors.append({"sample_id": verdict.sample_id, "error": verdict.error or ""})
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "total": self.total,
+            "skipped_already_done": self.skipped,
+            "written": self.written,
+            "decisions": dict(self.decisions),
+            "categories": dict(self.categories),
+            "statuses": dict(self.statuses),
+            "stages": dict(self.stages),
+            "errors": self.errors,
+            "seconds": round(self.seconds, 3),
+            "samples_per_second": round(self.written / self.seconds, 3) if self.seconds > 0 else None,
+        }
+
+
+def completed_ids(out: Path) -> set[str]:
+    """Sample ids already in a verdict file. A torn last line (a killed run) is cut off first."""
+    if not out.exists():
+        return set()
+    _drop_torn_tail(out)
+    done: set[str] = set()
+    with out.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                done.add(json.loads(line)["sample_id"])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise ConfigError(f"{out}:{number} is not a verdict line; refusing to append to this file") from None
+    return done
+
+
+def _drop_torn_tail(out: Path) -> None:
+    data = out.read_bytes()
+    if data and not data.endswith(b"\n"):
+        # Truncate in place: rewriting the file would lose every verdict if killed mid-write.
+        os.truncate(out, data.rfind(b"\n") + 1)
+
+
+def run_batch(
+    samples: Sequence[Sample],
+    policy: Policy,
+    backend: Backend,
+    template: Template,
+    out: str | Path,
+    config: ModerationConfig | None = None,
+    *,
+    precedents: PrecedentLookup | None = None,
+    progress: bool = True,
+    on_verdict: Callable[[Verdict], None] | None = None,
+) -> RunSummary:
+    """Moderate ``samples`` into the JSONL file ``out``, resuming where an earlier run stopped."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done = completed_ids(out)
+    todo = [s for s in samples if s.id not in done]
+    summary = RunSummary(total=len(samples), skipped=len(samples) - len(todo))
+    started = time.perf_counter()
+    bar = _progress(len(todo), progress)
+    with out.open("a", encoding="utf-8") as handle:
+        for verdict in moderate(todo, policy, backend, template, config, precedents=precedents):
+            # One line per verdict, flushed at once: a killed run loses at most the line in flight.
+            handle.write(verdict.model_dump_json() + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+            summary.add(verdict)
+            if on_verdict is not None:
+                on_verdict(verdict)
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    summary.seconds = time.perf_counter() - started
+    manifest = {
+        "summary": summary.as_dict(),
+        "model": backend.model_id,
+        "adapter": backend.adapter,
+        "policy_version": policy.version,
+        "policy_digest": policy.digest,
+        "prompt_digest": template.digest,
+        "package_version": __version__,
+    }
+    manifest_path = out.with_name(out.name + ".manifest.json")
+    manifest_path.write_text(json.dumps(manifest, ensure_ascii=False, indent=2), encoding="utf-8")
+    return summary
+
+
+def _progress(total: int, enabled: bool) -> Any:
+    if not enabled or total == 0:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="video", desc="moderating", dynamic_ncols=True)

@@ -1,0 +1,356 @@
+"""The moderation policy: an editable YAML file of categories, definitions, examples and actions.
+
+The policy is the single source of truth for what the model is asked to judge and for what each
+category *does* (the action). Users change moderation behaviour by editing ``prompts/policy.yaml``;
+adding a category needs no code change. Loading validates the file strictly and reports errors
+with the file name, the line and the field, before any model is loaded.
+
+Shape of the file (abridged)::
+
+    version: "1.0.0"
+    name: KuaiMod default policy
+    benign: BENIGN
+    min_confidence: 0.5
+    groups:
+      - {code: LAW, tag: 法律与社会安全, name: Law & social safety}
+    categories:
+      - code: BENIGN
+        tag: 正向
+        name: Benign
+        definition: ...
+        action: allow
+        severity: none
+      - code: ILLEGAL
+        tag: 违法犯罪
+        group: LAW
+        ...
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterator
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from kuaimod_open.errors import PolicyError
+
+CODE_PATTERN = r"^[A-Z][A-Z0-9_]{1,31}$"
+
+
+class Decision(StrEnum):
+    """What happens to a video. Ordered from most permissive to most restrictive."""
+
+    ALLOW = "allow"
+    RESTRICT = "restrict"  # stays up, distribution limited (not recommended, age-gated...)
+    REVIEW = "review"  # a human decides
+    BLOCK = "block"  # taken down
+
+    @property
+    def rank(self) -> int:
+        """Strictness rank: a higher rank wins when several categories apply."""
+        return _DECISION_RANK[self]
+
+
+# review outranks restrict: when one category asks for a human and another only for limited
+# distribution, the human must see it; block outranks everything.
+_DECISION_RANK = {Decision.ALLOW: 0, Decision.RESTRICT: 1, Decision.REVIEW: 2, Decision.BLOCK: 3}
+
+
+class Severity(StrEnum):
+    """How harmful a category is; drives review-queue priority and reviewer wellness blurring."""
+
+    NONE = "none"
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class Group(_Strict):
+    """A primary group of violation categories (KuaiMod has four)."""
+
+    code: str = Field(pattern=CODE_PATTERN)
+    tag: str = Field(min_length=1, description="Display label, e.g. 法律与社会安全")
+    name: str = Field(min_length=1, description="English name")
+
+
+class Category(_Strict):
+    """One policy category. ``code`` is stable ASCII and must never be renamed once published."""
+
+    code: str = Field(pattern=CODE_PATTERN)
+    tag: str = Field(min_length=1, description="Exact label used in data, e.g. 违法犯罪")
+    name: str = Field(min_length=1, description="English name")
+    group: str | None = None
+    definition: str = Field(min_length=1)
+    includes: tuple[str, ...] = ()
+    excludes: tuple[str, ...] = ()
+    examples: tuple[str, ...] = ()
+    action: Decision
+    severity: Severity
+
+
+class Policy(_Strict):
+    """A validated moderation policy. Build it with :func:`load_policy` or :func:`parse_policy`."""
+
+    version: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    description: str = ""
+    benign: str = Field(pattern=CODE_PATTERN, description="Code of the allowed class")
+    min_confidence: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="Verdicts whose confidence is below this go to review"
+    )
+    guidance: str = Field(default="", description="Rules for ambiguous cases, rendered verbatim")
+    groups: tuple[Group, ...] = ()
+    categories: tuple[Category, ...] = Field(min_length=2)
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_is_text(cls, value: Any) -> Any:
+        # YAML reads `version: 1.0` as a float; accept numbers but keep them as text.
+        return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+    @model_validator(mode="after")
+    def _check_references(self) -> Policy:
+        group_codes = [g.code for g in self.groups]
+        _no_duplicates("groups", "code", group_codes)
+        _no_duplicates("categories", "code", [c.code for c in self.categories])
+        _no_duplicates("categories", "tag", [c.tag for c in self.categories])
+        codes = {c.code for c in self.categories}
+        if self.benign not in codes:
+            raise ValueError(
+                f"benign: the benign class '{self.benign}' is not one of the categories; "
+                "add a category with that code (action: allow) or fix 'benign'"
+            )
+        for i, cat in enumerate(self.categories):
+            where = f"categories[{i}] ({cat.code})"
+            if cat.code == self.benign:
+                if cat.action is not Decision.ALLOW:
+                    raise ValueError(f"{where}: the benign class must have action 'allow', not '{cat.action}'")
+                continue
+            if cat.action is Decision.ALLOW:
+                raise ValueError(
+                    f"{where}: only the benign class may have action 'allow'; "
+                    "use 'restrict' or 'review' for lenient handling of a violation"
+                )
+            if cat.group is not None and cat.group not in group_codes:
+                raise ValueError(
+                    f"{where}: group '{cat.group}' is not defined under 'groups' "
+                    f"(defined: {', '.join(group_codes) or 'none'})"
+                )
+        return self
+
+    @property
+    def digest(self) -> str:
+        """Content digest (sha256 of the canonical JSON, 16 hex chars): changes with any edit."""
+        canonical = json.dumps(self.model_dump(mode="json"), ensure_ascii=False, sort_keys=True)
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+    @property
+    def benign_category(self) -> Category:
+        """The allowed class."""
+        return self.category(self.benign)
+
+    @property
+    def violations(self) -> tuple[Category, ...]:
+        """All categories except the benign class, in file order."""
+        return tuple(c for c in self.categories if c.code != self.benign)
+
+    def category(self, code: str) -> Category:
+        """The category with this code; raises :class:`KeyError` naming the known codes."""
+        for cat in self.categories:
+            if cat.code == code:
+                return cat
+        raise KeyError(f"unknown category code '{code}' (known: {', '.join(self.codes())})")
+
+    def codes(self) -> list[str]:
+        """Category codes in file order."""
+        return [c.code for c in self.categories]
+
+    def find(self, label: str) -> Category | None:
+        """Resolve a code, a tag or an English name (case-insensitive for ASCII) to a category."""
+        wanted = label.strip()
+        lowered = wanted.lower()
+        for cat in self.categories:
+            if wanted in (cat.code, cat.tag) or lowered in (cat.code.lower(), cat.name.lower()):
+                return cat
+        return None
+
+    def by_tag(self, tag: str) -> Category:
+        """The category whose data label is ``tag``; a clear :class:`PolicyError` when unknown."""
+        for cat in self.categories:
+            if cat.tag == tag:
+                return cat
+        raise PolicyError(
+            f"The label '{tag}' is not a tag of policy '{self.name}' v{self.version}. "
+            f"Known tags: {', '.join(c.tag for c in self.categories)}. "
+            "Add a category with this tag to the policy file, or fix the data."
+        )
+
+    def group_of(self, code: str) -> Group | None:
+        """The primary group of a category, if it has one."""
+        cat = self.category(code)
+        return next((g for g in self.groups if g.code == cat.group), None)
+
+    def render(self) -> str:
+        """The policy as text for the prompt: categories by group with definitions and examples."""
+        lines = [f"Policy: {self.name} (version {self.version})"]
+        if self.description:
+            lines.append(self.description)
+        benign = self.benign_category
+        lines += ["", f"[{benign.code}] {benign.tag} / {benign.name} -> action: {benign.action}"]
+        lines += _render_details(benign)
+        for group, cats in self._grouped():
+            lines += ["", f"## {group.tag} / {group.name}" if group else "## Other"]
+            for cat in cats:
+                lines.append(f"[{cat.code}] {cat.tag} / {cat.name} -> action: {cat.action}, severity: {cat.severity}")
+                lines += _render_details(cat)
+        if self.guidance:
+            lines += ["", "Rules for ambiguous cases:", self.guidance]
+        return "\n".join(lines)
+
+    def _grouped(self) -> Iterator[tuple[Group | None, list[Category]]]:
+        for group in self.groups:
+            cats = [c for c in self.violations if c.group == group.code]
+            if cats:
+                yield group, cats
+        ungrouped = [c for c in self.violations if c.group is None]
+        if ungrouped:
+            yield None, ungrouped
+
+
+def _render_details(cat: Category) -> list[str]:
+    out = [f"  Definition: {cat.definition}"]
+    if cat.includes:
+        out.append("  Includes: " + "; ".join(cat.includes))
+    if cat.excludes:
+        out.append("  Excludes: " + "; ".join(cat.excludes))
+    if cat.examples:
+        out.append("  Examples: " + "; ".join(f"「{e}」" for e in cat.examples))
+    return out
+
+
+def _no_duplicates(section: str, key: str, values: list[str]) -> None:
+    seen: set[str] = set()
+    for i, value in enumerate(values):
+        if value in seen:
+            raise ValueError(f"{section}[{i}].{key}: duplicate {key} '{value}' (each {key} must be unique)")
+        seen.add(value)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Read and validate a policy file.
+
+    Raises:
+        PolicyError: the file is missing, is not valid YAML, or breaks the schema. The message
+            names the file, the line and the field.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PolicyError(f"Policy file not found: {path}. Pass --policy with the path of a policy YAML.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyError(f"Cannot read policy file {path}: {exc}") from None
+    return parse_policy(text, source=str(path))
+
+
+def parse_policy(text: str, source: str = "<policy>") -> Policy:
+    """Validate policy YAML text. ``source`` names the file in error messages."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is None:
+            raise PolicyError(f"{source}: the policy file is empty")
+        lines: dict[tuple[str | int, ...], int] = {}
+        _index_lines(node, (), lines, source)
+        # Composing checks the syntax only; constructing can still fail (e.g. a bare "=" is YAML's
+        # unsupported !!value tag), so it sits under the same error handling.
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise PolicyError(f"{where}: not valid YAML: {problem}") from None
+    if not isinstance(data, dict):
+        raise PolicyError(f"{source}:1: the policy must be a mapping with keys version, name, benign, categories")
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as exc:
+        raise PolicyError(_format_errors(exc, source, lines)) from None
+
+
+def _index_lines(
+    node: yaml.Node, path: tuple[str | int, ...], out: dict[tuple[str | int, ...], int], source: str
+) -> None:
+    """Record the 1-based line of every key/item and reject duplicate keys (PyYAML keeps the last)."""
+    out[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            if key in seen:
+                dotted = ".".join(str(p) for p in (*path, key))
+                raise PolicyError(
+                    f"{source}:{key_node.start_mark.line + 1}: duplicate key '{dotted}' (remove one of them)"
+                )
+            seen.add(key)
+            out[(*path, key)] = key_node.start_mark.line + 1
+            _index_lines(value_node, (*path, key), out, source)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _index_lines(item, (*path, i), out, source)
+
+
+_PATH_IN_MESSAGE = re.compile(r"^(\w+)\[(\d+)\](?:\.(\w+))?")
+
+
+def _format_errors(exc: ValidationError, source: str, lines: dict[tuple[str | int, ...], int]) -> str:
+    problems = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; allowed keys are listed in prompts/README.md)"
+        elif err["type"] == "enum":
+            msg = f"{msg}, got {err.get('input')!r}"
+        elif err["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")
+            # Model-level checks carry their location in the message: map it back to a line.
+            m = _PATH_IN_MESSAGE.match(msg)
+            if m:
+                loc = (m.group(1), int(m.group(2))) + ((m.group(3),) if m.group(3) else ())
+                msg = msg[m.end() :].lstrip(" :")
+            elif msg.startswith("benign:"):
+                loc, msg = ("benign",), msg.removeprefix("benign:").strip()
+        line = _nearest_line(loc, lines)
+        field = ".".join(str(p) for p in loc) or "(top level)"
+        problems.append(f"{source}:{line}: {field}: {msg}")
+    head = f"Invalid policy file {source} ({len(problems)} problem{'s' if len(problems) > 1 else ''}):"
+    return "\n".join([head, *("  " + p for p in problems)])
+
+
+def _nearest_line(loc: tuple[str | int, ...], lines: dict[tuple[str | int, ...], int]) -> int:
+    for n in range(len(loc), -1, -1):
+        if loc[:n] in lines:
+            return lines[loc[:n]]
+    return 1
+
+
+def default_policy_path() -> Path:
+    """The shipped policy file (``prompts/policy.yaml``), overridable with ``KUAIMOD_PROMPTS_DIR``."""
+    from kuaimod_open.judge.resources import prompts_dir
+
+    return prompts_dir() / "policy.yaml"

@@ -1,0 +1,322 @@
+"""Feedback: user reports, dislikes, comment signals, reviewer decisions and appeal outcomes.
+
+Events are validated (the category must be in the policy), stored insert-only with a stable
+``event_id`` so that re-importing a file changes nothing, and queried for the two things the
+common-law loop needs: the current human label of each sample, and the disagreements between what
+the model decided and what a human later decided.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from kuaimod_open._lazy import require
+from kuaimod_open.errors import ConfigError, InputError
+from kuaimod_open.ingest.sample import Sample
+from kuaimod_open.judge.policy import Decision, Policy
+from kuaimod_open.judge.verdict import Verdict
+from kuaimod_open.loop.store import Store
+
+
+class FeedbackKind(StrEnum):
+    """Where a signal comes from. Only reviewer decisions and appeal outcomes are labels."""
+
+    USER_REPORT = "user_report"
+    DISLIKE = "dislike"
+    COMMENT_SIGNAL = "comment_signal"
+    REVIEWER_DECISION = "reviewer_decision"
+    APPEAL_OUTCOME = "appeal_outcome"
+
+    @property
+    def is_label(self) -> bool:
+        """Whether a human decided the case (the event carries a category to learn from)."""
+        return self in (FeedbackKind.REVIEWER_DECISION, FeedbackKind.APPEAL_OUTCOME)
+
+
+LABEL_KINDS = (FeedbackKind.REVIEWER_DECISION.value, FeedbackKind.APPEAL_OUTCOME.value)
+
+
+class FeedbackEvent(BaseModel):
+    """One feedback event, as imported from CSV/JSONL or written by the review UI."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    sample_id: str = Field(min_length=1)
+    kind: FeedbackKind
+    category: str | None = Field(default=None, description="Policy code or tag; required for labels")
+    decision: Decision | None = None
+    reason: str = ""
+    author: str = Field(min_length=1)
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    event_id: str | None = Field(default=None, description="Stable id; derived from the content when absent")
+    source: str = ""
+
+    @field_validator("category", "decision", "event_id", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    def resolved(self, policy: Policy) -> FeedbackEvent:
+        """The event with its category as a policy code, its decision filled in, and an event id."""
+        category = None
+        if self.category is not None:
+            cat = policy.find(self.category)
+            if cat is None:
+                raise InputError(
+                    f"feedback for sample {self.sample_id}: unknown category '{self.category}' "
+                    f"(use a code or tag of policy {policy.version}: {', '.join(policy.codes())})"
+                )
+            category = cat.code
+        if self.kind.is_label and category is None:
+            raise InputError(f"feedback for sample {self.sample_id}: a {self.kind} needs a category")
+        decision = self.decision
+        if decision is None and category is not None:
+            decision = policy.category(category).action
+        event_id = self.event_id or self._content_id(category)
+        return self.model_copy(update={"category": category, "decision": decision, "event_id": event_id})
+
+    def _content_id(self, category: str | None) -> str:
+        key = f"{self.sample_id}|{self.kind}|{category}|{self.author}|{self.created_at.isoformat()}|{self.reason}"
+        return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
+
+
+class Disagreement(NamedTuple):
+    """A model verdict that a later human decision contradicts."""
+
+    verdict: Verdict
+    feedback: FeedbackEvent
+    feedback_id: int
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def record_sample(store: Store, sample: Sample) -> None:
+    """Insert a sample's text (first write wins; later writes of the same id are ignored)."""
+    t = store.table("samples")
+    with store.begin() as conn:
+        if conn.execute(store.sa.select(t.c.id).where(t.c.id == sample.id)).first() is None:
+            conn.execute(
+                t.insert().values(
+                    id=sample.id,
+                    title=sample.title,
+                    ocr=sample.ocr,
+                    asr=sample.asr,
+                    comments=store.dump_json(list(sample.comments)),
+                    video=str(sample.video) if sample.video else None,
+                    frames=store.dump_json([f.model_dump(mode="json") for f in sample.frames]),
+                    label=sample.label,
+                    created_at=datetime.now(UTC),
+                )
+            )
+
+
+def record_verdict(store: Store, verdict: Verdict) -> int:
+    """Append a verdict (never updated); returns its row id."""
+    t = store.table("verdicts")
+    p = verdict.provenance
+    with store.begin() as conn:
+        result = conn.execute(
+            t.insert().values(
+                sample_id=verdict.sample_id,
+                decision=str(verdict.decision),
+                category=verdict.category,
+                confidence=verdict.confidence,
+                status=str(verdict.status),
+                stage=str(verdict.stage),
+                model=p.model,
+                adapter=p.adapter,
+                policy_version=p.policy_version,
+                policy_digest=p.policy_digest,
+                prompt_digest=p.prompt_digest,
+                payload=verdict.model_dump_json(),
+                created_at=p.created_at,
+            )
+        )
+        return int(result.inserted_primary_key[0])
+
+
+def add_feedback(store: Store, event: FeedbackEvent, policy: Policy) -> bool:
+    """Insert one event; returns False when an event with the same id is already stored."""
+    event = event.resolved(policy)
+    t = store.table("feedback")
+    with store.begin() as conn:
+        if conn.execute(store.sa.select(t.c.id).where(t.c.event_id == event.event_id)).first() is not None:
+            return False
+        conn.execute(
+            t.insert().values(
+                event_id=event.event_id,
+                sample_id=event.sample_id,
+                kind=str(event.kind),
+                category=event.category,
+                decision=str(event.decision) if event.decision else None,
+                reason=event.reason,
+                author=event.author,
+                created_at=event.created_at,
+                source=event.source,
+            )
+        )
+    return True
+
+
+class ImportResult(NamedTuple):
+    """What an import did."""
+
+    read: int
+    inserted: int
+    duplicates: int
+
+
+def read_feedback_file(path: str | Path) -> list[FeedbackEvent]:
+    """Validate a CSV or JSONL feedback file; every bad row is reported with its line number."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Feedback file not found: {path}")
+    rows: list[tuple[int, dict[str, Any]]]
+    if path.suffix.lower() == ".csv":
+        with path.open(encoding="utf-8", newline="") as handle:
+            rows = [(n + 2, dict(r)) for n, r in enumerate(csv.DictReader(handle))]
+    elif path.suffix.lower() in (".jsonl", ".json"):
+        from kuaimod_open.ingest.sample import read_jsonl
+
+        rows = list(read_jsonl(path))
+    else:
+        raise ConfigError(f"{path}: feedback files must be .csv or .jsonl")
+    events, problems = [], []
+    for line, row in rows:
+        fields = {k: v for k, v in row.items() if v is not None and v != ""}
+        if "event_id" not in fields:
+            # Identical rows get identical ids, so re-importing a file (even one without timestamps,
+            # which default to the import time) inserts nothing twice.
+            canonical = json.dumps(fields, ensure_ascii=False, sort_keys=True, default=str)
+            fields["event_id"] = "row-" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:28]
+        try:
+            events.append(FeedbackEvent.model_validate(fields))
+        except ValidationError as exc:
+            detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            problems.append(f"{path}:{line}: {detail}")
+    if problems:
+        raise InputError(f"{len(problems)} invalid feedback row(s), nothing imported:\n  " + "\n  ".join(problems[:20]))
+    return events
+
+
+def import_feedback(store: Store, path: str | Path, policy: Policy) -> ImportResult:
+    """Validate the whole file first, then insert; re-importing the same file inserts nothing."""
+    events = [
+        e.model_copy(update={"source": e.source or f"import:{Path(path).name}"}) for e in read_feedback_file(path)
+    ]
+    resolved = [e.resolved(policy) for e in events]  # all category errors before any insert
+    inserted = sum(add_feedback(store, e, policy) for e in resolved)
+    return ImportResult(read=len(events), inserted=inserted, duplicates=len(events) - inserted)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def feedback_rows(store: Store, *, after_id: int = 0, kinds: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Feedback rows with id > ``after_id`` (optionally only some kinds), oldest first."""
+    t = store.table("feedback")
+    query = store.sa.select(t).where(t.c.id > after_id).order_by(t.c.id)
+    if kinds:
+        query = query.where(t.c.kind.in_(list(kinds)))
+    with store.engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(query)]
+
+
+def event_from_row(row: dict[str, Any]) -> FeedbackEvent:
+    """A stored feedback row as an event."""
+    return FeedbackEvent(
+        sample_id=row["sample_id"],
+        kind=row["kind"],
+        category=row["category"],
+        decision=row["decision"],
+        reason=row["reason"] or "",
+        author=row["author"],
+        created_at=row["created_at"],
+        event_id=row["event_id"],
+        source=row.get("source") or "",
+    )
+
+
+def current_labels(store: Store) -> dict[str, FeedbackEvent]:
+    """The latest human decision (reviewer or appeal) per sample: relabels keep their history."""
+    latest: dict[str, FeedbackEvent] = {}
+    for row in feedback_rows(store, kinds=LABEL_KINDS):
+        latest[row["sample_id"]] = event_from_row(row)
+    return latest
+
+
+def stored_samples(store: Store, ids: Iterable[str] | None = None) -> dict[str, Sample]:
+    """Samples by id, rebuilt from the store."""
+    from kuaimod_open.ingest.sample import Frame
+
+    t = store.table("samples")
+    query = store.sa.select(t)
+    if ids is not None:
+        query = query.where(t.c.id.in_(list(ids)))
+    with store.engine.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(query)]
+    return {
+        r["id"]: Sample(
+            id=r["id"],
+            title=r["title"],
+            ocr=r["ocr"],
+            asr=r["asr"],
+            comments=tuple(json.loads(r["comments"] or "[]")),
+            video=r["video"],
+            frames=tuple(Frame.model_validate(f) for f in json.loads(r["frames"] or "[]")),
+            label=r["label"],
+        )
+        for r in rows
+    }
+
+
+def latest_verdicts(store: Store) -> dict[str, tuple[int, Verdict]]:
+    """The most recent verdict per sample, with its row id."""
+    t = store.table("verdicts")
+    with store.engine.connect() as conn:
+        rows = conn.execute(store.sa.select(t.c.id, t.c.sample_id, t.c.payload).order_by(t.c.id)).all()
+    return {r.sample_id: (r.id, Verdict.model_validate_json(r.payload)) for r in rows}
+
+
+def disagreements(store: Store, *, after_id: int = 0) -> list[Disagreement]:
+    """Human decisions (newer than ``after_id``) that contradict the model's latest verdict."""
+    verdicts = latest_verdicts(store)
+    found = []
+    for row in feedback_rows(store, after_id=after_id, kinds=LABEL_KINDS):
+        latest = verdicts.get(row["sample_id"])
+        if latest is None:
+            continue
+        verdict = latest[1]
+        if verdict.category != row["category"]:
+            found.append(Disagreement(verdict, event_from_row(row), int(row["id"])))
+    return found
+
+
+def export_feedback(store: Store, out: str | Path, fmt: str = "jsonl") -> int:
+    """Write every feedback event to JSONL or Parquet; returns the number of rows."""
+    rows = feedback_rows(store)
+    for row in rows:
+        row["created_at"] = row["created_at"].isoformat() if row["created_at"] else None
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "jsonl":
+        with out.open("w", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    elif fmt == "parquet":
+        pa = require("pyarrow", extra="store", purpose="Parquet export")
+        parquet = require("pyarrow.parquet", extra="store", purpose="Parquet export")
+        parquet.write_table(pa.Table.from_pylist(rows), out)
+    else:
+        raise ConfigError(f"unknown export format '{fmt}' (use jsonl or parquet)")
+    return len(rows)
