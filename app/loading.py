@@ -8,6 +8,7 @@ from pathlib import Path
 from kuaimod_open import __version__
 from kuaimod_open.ingest.benchmark import load_benchmark
 from kuaimod_open.ingest.sample import IMAGE_EXTENSIONS, Frame, Sample, read_jsonl
+from kuaimod_open.judge.flags import Flag
 from kuaimod_open.judge.policy import Decision, Policy
 from kuaimod_open.judge.verdict import Evidence, FrameRef, ParseStatus, Provenance, TextSpan, Verdict
 from kuaimod_open.loop.feedback import FeedbackEvent, FeedbackKind, add_feedback, record_sample, record_verdict
@@ -138,9 +139,9 @@ def _demo_verdict(
         )  # fmt: skip
     cat = policy.category(code)
     decision = cat.action
-    flags = []
+    flags: list[str] = []
     if confidence is not None and confidence < policy.min_confidence:
-        decision, flags = Decision.REVIEW, ["low_confidence"]
+        decision, flags = Decision.REVIEW, [Flag.LOW_CONFIDENCE]
     spans = []
     for field, quote in quotes:
         text = getattr(sample, field)

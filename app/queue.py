@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from kuaimod_open.judge.flags import SHORT_TEXT, main_reason
 from kuaimod_open.judge.policy import Decision, Policy, Severity
 from kuaimod_open.judge.verdict import ParseStatus, Verdict
 from kuaimod_open.loop.feedback import LABEL_KINDS, FeedbackKind
@@ -109,17 +110,6 @@ def severity_of(verdict: Verdict, policy: Policy) -> Severity | None:
     return max(known, key=lambda s: SEVERITY_RANK[s]) if known else None
 
 
-# Why a verdict was sent to a person, from its flags (first match wins), shown in the queue's "why".
-_REVIEW_REASONS = (
-    ("injection_suspected", "injection suspected"),
-    ("low_confidence", "low confidence"),
-    ("low_calibrated_confidence", "low confidence"),
-    ("inconsistent_categories", "inconsistent answer"),
-    ("unconfirmed_mention", "loose answer"),
-    ("unconfirmed_benign", "loose answer"),
-    ("no_vlm", "escalated"),
-    ("escalated", "escalated"),
-)
 
 
 def _reasons(verdict: Verdict, low_confidence: float, open_reports: int) -> list[str]:
@@ -127,8 +117,9 @@ def _reasons(verdict: Verdict, low_confidence: float, open_reports: int) -> list
     if verdict.status in (ParseStatus.UNPARSED, ParseStatus.ERROR):
         reasons.append(str(verdict.status))
     elif verdict.decision is Decision.REVIEW:
-        flagged = next((why for flag, why in _REVIEW_REASONS if flag in verdict.flags), None)
-        reasons.append(flagged or "needs review")
+        # Why a person must look, from the verdict's most important flag (kuaimod_open.judge.flags).
+        reason = main_reason(verdict.flags)
+        reasons.append(SHORT_TEXT[reason] if reason is not None else "needs review")
     confidence = shown_confidence(verdict)
     if confidence is not None and confidence < low_confidence and "low confidence" not in reasons:
         reasons.append("low confidence")

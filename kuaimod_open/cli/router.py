@@ -11,6 +11,7 @@ from kuaimod_open.cli.options import F, backend_options, build_backend, load_pol
 from kuaimod_open.ingest.benchmark import load_benchmark
 from kuaimod_open.ingest.sample import Sample
 from kuaimod_open.judge.backends.base import GenerateConfig
+from kuaimod_open.judge.flags import Flag
 from kuaimod_open.judge.pipeline import ModerationConfig
 from kuaimod_open.judge.policy import default_policy_path, load_policy
 
@@ -195,6 +196,6 @@ def cascade_cmd(
     for v in verdicts:
         stages[str(v.stage)] = stages.get(str(v.stage), 0) + 1
         decisions[str(v.decision)] = decisions.get(str(v.decision), 0) + 1
-    escalated = sum("escalated" in v.flags for v in verdicts)
+    escalated = sum(Flag.ESCALATED in v.flags for v in verdicts)
     click.echo(f"{len(verdicts)} verdicts written to {out}; escalated {escalated}")
     click.echo(f"  stage     {json.dumps(stages)}\n  decision  {json.dumps(decisions)}")

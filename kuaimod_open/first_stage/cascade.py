@@ -27,6 +27,7 @@ from kuaimod_open.errors import ConfigError
 from kuaimod_open.first_stage.router import Router, load_router, router_verdict
 from kuaimod_open.ingest.sample import Sample
 from kuaimod_open.judge.backends.base import Backend
+from kuaimod_open.judge.flags import Flag
 from kuaimod_open.judge.pipeline import ModerationConfig, PrecedentLookup, moderate
 from kuaimod_open.judge.policy import Decision, Policy
 from kuaimod_open.judge.prompt import Template
@@ -111,15 +112,15 @@ def run_cascade(
             if backend is None:
                 guess = router_verdict(sample, p, tops[i], policy, router.model_id, violative=p >= 0.5)
                 results[i] = guess.model_copy(
-                    update={"decision": Decision.REVIEW, "flags": [*guess.flags, "escalated", "no_vlm"]}
+                    update={"decision": Decision.REVIEW, "flags": [*guess.flags, Flag.ESCALATED, Flag.NO_VLM]}
                 )
             continue
         verdict = router_verdict(sample, p, tops[i], policy, router.model_id, violative=band is Band.FLAG)
-        results[i] = verdict.model_copy(update={"flags": [*verdict.flags, f"auto_{band.value}"]})
+        results[i] = verdict.model_copy(update={"flags": [*verdict.flags, Flag(f"auto_{band.value}")]})
     if backend is not None and template is not None and escalated:
         vlm = moderate([samples[i] for i in escalated], policy, backend, template, moderation, precedents=precedents)
         for i, verdict in zip(escalated, vlm, strict=True):
-            results[i] = verdict.model_copy(update={"flags": [*verdict.flags, "escalated"]})
+            results[i] = verdict.model_copy(update={"flags": [*verdict.flags, Flag.ESCALATED]})
     return [v for v in results if v is not None]
 
 

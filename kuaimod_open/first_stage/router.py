@@ -44,6 +44,7 @@ from kuaimod_open.errors import ConfigError, InputError
 from kuaimod_open.first_stage.features import EMBED_MODEL, E5Encoder
 from kuaimod_open.first_stage.model import EMBEDDING_FEATURES, Features, Heads, RouterConfig, extract_features
 from kuaimod_open.ingest.sample import Sample
+from kuaimod_open.judge.flags import Flag
 from kuaimod_open.judge.policy import Decision, Policy
 from kuaimod_open.judge.verdict import ParseStatus, Provenance, Stage, Verdict
 
@@ -191,7 +192,7 @@ def router_verdict(
             confidence=round(p, 4),
             status=ParseStatus.OK,
             stage=Stage.ROUTER,
-            flags=["unknown_category"],
+            flags=[Flag.UNKNOWN_CATEGORY],
             summary=f"router: p(violation)={p:.3f}",
             provenance=provenance,
         )
@@ -199,7 +200,7 @@ def router_verdict(
     decision = category.action
     if confidence < policy.min_confidence and decision is not Decision.REVIEW:
         decision = Decision.REVIEW
-        flags.append("low_confidence")
+        flags.append(Flag.LOW_CONFIDENCE)
     return Verdict(
         sample_id=sample.id,
         decision=decision,

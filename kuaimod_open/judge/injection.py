@@ -19,6 +19,7 @@ import unicodedata
 from dataclasses import dataclass
 
 from kuaimod_open.ingest.sample import Sample
+from kuaimod_open.judge.flags import Flag, detail
 
 FIELDS = ("title", "ocr", "asr", "comments")
 
@@ -105,4 +106,4 @@ def flags_for(hits: list[InjectionHit]) -> list[str]:
     """Verdict flags for the hits: ``injection_suspected`` plus one ``injection:<rule>@<field>`` each."""
     if not hits:
         return []
-    return ["injection_suspected", *sorted({f"injection:{h.rule}@{h.field}" for h in hits})]
+    return [Flag.INJECTION_SUSPECTED, *sorted({detail("injection", f"{h.rule}@{h.field}") for h in hits})]

@@ -24,6 +24,7 @@ from kuaimod_open.ingest.frames import sample_frames
 from kuaimod_open.ingest.sample import DEFAULT_FRAMES, DEFAULT_MAX_SIDE, Sample, SamplingMode
 from kuaimod_open.judge.backends.base import Backend, GenerateConfig, Request
 from kuaimod_open.judge.confidence import ConfidenceCalibration, category_confidence
+from kuaimod_open.judge.flags import Flag
 from kuaimod_open.judge.injection import detect, flags_for
 from kuaimod_open.judge.policy import Decision, Policy
 from kuaimod_open.judge.prompt import PromptLimits, Template, build_messages
@@ -169,7 +170,7 @@ def _moderate_batch(
                 # A measured probability of being right below the policy's bar outranks the number the
                 # model wrote about itself: a person decides.
                 verdict = verdict.model_copy(
-                    update={"decision": Decision.REVIEW, "flags": [*verdict.flags, "low_calibrated_confidence"]}
+                    update={"decision": Decision.REVIEW, "flags": [*verdict.flags, Flag.LOW_CALIBRATED_CONFIDENCE]}
                 )
             results[i] = verdict.model_copy(
                 update={

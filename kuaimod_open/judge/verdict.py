@@ -24,6 +24,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from kuaimod_open.ingest.sample import Sample
+from kuaimod_open.judge.flags import Flag
 from kuaimod_open.judge.policy import Category, Decision, Policy
 
 
@@ -143,15 +144,15 @@ def parse_verdict(text: str, policy: Policy, sample: Sample, provenance: Provena
     flexible, labelled = _flexible_category(text, policy)
     if flexible is not None:
         decision = flexible.action
-        flags = ["flexible_parse"]
+        flags: list[str] = [Flag.FLEXIBLE_PARSE]
         if decision is Decision.ALLOW:
             decision = Decision.REVIEW  # only a well-formed answer may allow
-            flags.append("unconfirmed_benign")
+            flags.append(Flag.UNCONFIRMED_BENIGN)
         elif not labelled:
             # A tag that merely occurs somewhere in free text (even in random tokens from a broken
             # model) is a hint, not a judgement: a person confirms it before anything is restricted.
             decision = Decision.REVIEW
-            flags.append("unconfirmed_mention")
+            flags.append(Flag.UNCONFIRMED_MENTION)
         return Verdict(
             sample_id=sample.id,
             decision=decision,
@@ -169,7 +170,7 @@ def parse_verdict(text: str, policy: Policy, sample: Sample, provenance: Provena
         rationale=text.strip(),
         raw_output=text,
         status=ParseStatus.UNPARSED,
-        flags=["unparsed"],
+        flags=[Flag.UNPARSED],
         provenance=provenance,
     )
 
@@ -182,7 +183,7 @@ def error_verdict(sample_id: str, message: str, provenance: Provenance, *, stage
         status=ParseStatus.ERROR,
         stage=stage,
         error=message,
-        flags=["error"],
+        flags=[Flag.ERROR],
         provenance=provenance,
     )
 
@@ -251,15 +252,15 @@ def _from_json(
             others.append(found)
     flags: list[str] = []
     if primary.code == policy.benign and others:
-        flags.append("inconsistent_categories")
+        flags.append(Flag.INCONSISTENT_CATEGORIES)
     violating = [c for c in (primary, *others) if c.code != policy.benign]
     decision = max((c.action for c in violating), key=lambda d: d.rank, default=Decision.ALLOW)
     confidence = _confidence(obj.get("confidence"))
-    if "inconsistent_categories" in flags:
+    if Flag.INCONSISTENT_CATEGORIES in flags:
         decision = Decision.REVIEW
     elif confidence is not None and confidence < policy.min_confidence and decision is not Decision.REVIEW:
         decision = Decision.REVIEW
-        flags.append("low_confidence")
+        flags.append(Flag.LOW_CONFIDENCE)
     return Verdict(
         sample_id=sample.id,
         decision=decision,

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from kuaimod_open._lazy import require
 from kuaimod_open.errors import InputError
 from kuaimod_open.ingest.sample import Sample
+from kuaimod_open.judge.flags import Flag
 from kuaimod_open.judge.policy import Policy
 from kuaimod_open.judge.verdict import Verdict
 from kuaimod_open.loop.feedback import LABEL_KINDS, feedback_rows, stored_samples
@@ -270,15 +271,15 @@ class CaseLawPredictor:
                         decision=Decision.REVIEW,
                         status=ParseStatus.UNPARSED,
                         stage=Stage.ROUTER,
-                        flags=["unknown_category"],
+                        flags=[Flag.UNKNOWN_CATEGORY],
                         provenance=prov,
                     )
                 )
                 continue
             decision = cat.action
-            flags = []
+            flags: list[str] = []
             if confidence < policy.min_confidence:
-                decision, flags = Decision.REVIEW, ["low_confidence"]
+                decision, flags = Decision.REVIEW, [Flag.LOW_CONFIDENCE]
             out.append(
                 Verdict(
                     sample_id=sample.id,

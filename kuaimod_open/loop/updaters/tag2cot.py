@@ -28,6 +28,7 @@ from kuaimod_open import __version__
 from kuaimod_open.errors import KuaimodError, PromptError
 from kuaimod_open.ingest.sample import Sample
 from kuaimod_open.judge.backends.base import Backend, Request
+from kuaimod_open.judge.flags import Flag
 from kuaimod_open.judge.pipeline import ModerationConfig, prepare
 from kuaimod_open.judge.policy import Category, Policy
 from kuaimod_open.judge.prompt import Message, Template, build_messages, neutralise
@@ -230,7 +231,7 @@ def write_chains(
                 dropped.append({"sample_id": sample.id, "why": f"teacher error: {gen.error}"})
                 continue
             verdict = parse_verdict(gen.text, policy, sample, provenance)
-            if verdict.status is not ParseStatus.OK or "inconsistent_categories" in verdict.flags:
+            if verdict.status is not ParseStatus.OK or Flag.INCONSISTENT_CATEGORIES in verdict.flags:
                 counts.dropped_unparsed += 1
                 dropped.append({"sample_id": sample.id, "why": f"chain not well-formed ({verdict.status})"})
             elif verdict.category != case.code:
