@@ -43,6 +43,7 @@ class Stage(StrEnum):
     VLM = "vlm"
     ROUTER = "router"
     HUMAN = "human"
+    MATCH = "match"  # a known-content match against the hash bank, before any model
     PIPELINE = "pipeline"  # the pipeline itself, e.g. an input that could not be read
 
 
@@ -67,11 +68,40 @@ class TextSpan(BaseModel):
         return self.start is not None
 
 
+class CaseRef(BaseModel):
+    """A labelled case a decision leaned on: a nearest training row of the router, or a precedent."""
+
+    id: str
+    category: str | None = Field(default=None, description="Policy code of the case's label")
+    similarity: float | None = Field(default=None, description="Cosine similarity to this sample, when known")
+    source: str = Field(default="", description="Where the case comes from, e.g. 'router-train' or 'precedent'")
+
+
+class FramePair(BaseModel):
+    """One frame of this video matched to one frame of a known video (times in seconds)."""
+
+    query_timestamp: float | None = None
+    bank_timestamp: float | None = None
+    distance: int | None = Field(default=None, description="Hamming distance of the two frame hashes")
+
+
+class MatchRef(BaseModel):
+    """A known-content match: the bank entry this video matched and the frames that matched."""
+
+    entry_id: str
+    category: str | None = None
+    decision: Decision | None = Field(default=None, description="The decision recorded with the bank entry")
+    similarity: float = Field(description="Share of frames matched (0-1)")
+    pairs: list[FramePair] = Field(default_factory=list)
+
+
 class Evidence(BaseModel):
-    """What the verdict rests on."""
+    """What the verdict rests on: cited frames and quotes, labelled cases, known-content matches."""
 
     frames: list[FrameRef] = Field(default_factory=list)
     text: list[TextSpan] = Field(default_factory=list)
+    cases: list[CaseRef] = Field(default_factory=list)
+    matches: list[MatchRef] = Field(default_factory=list)
 
 
 class Provenance(BaseModel):
@@ -110,6 +140,10 @@ class Verdict(BaseModel):
     evidence: Evidence = Field(default_factory=Evidence)
     summary: str = ""
     rationale: str = Field(default="", description="The model's reasoning, for reviewers")
+    reported_instructions: list[str] = Field(
+        default_factory=list,
+        description="Text in the sample that tried to instruct the judge, as the model reported it (any: review)",
+    )
     raw_output: str = ""
     status: ParseStatus
     stage: Stage = Stage.VLM
