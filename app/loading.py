@@ -9,15 +9,18 @@ from kuaimod_open import __version__
 from kuaimod_open.ingest.benchmark import load_benchmark
 from kuaimod_open.ingest.sample import IMAGE_EXTENSIONS, Frame, Sample, read_jsonl
 from kuaimod_open.judge.flags import Flag
+from kuaimod_open.judge.pipeline import artifact_name
 from kuaimod_open.judge.policy import Decision, Policy
 from kuaimod_open.judge.verdict import Evidence, FrameRef, ParseStatus, Provenance, TextSpan, Verdict
-from kuaimod_open.loop.feedback import FeedbackEvent, FeedbackKind, add_feedback, record_sample, record_verdict
+from kuaimod_open.loop.feedback import (
+    FeedbackEvent,
+    FeedbackKind,
+    add_feedback,
+    has_verdict,
+    record_sample,
+    record_verdict,
+)
 from kuaimod_open.loop.store import Store
-
-
-def _safe_name(sample_id: str) -> str:
-    # The per-sample frame folder name used by kuaimod_open.judge.pipeline (<out>.frames/<name>/).
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in sample_id)[:120] or "sample"
 
 
 def _stored_payloads(store: Store, sample_id: str) -> set[str]:
@@ -51,10 +54,12 @@ def load_verdict_file(
     for verdict in verdicts:
         sample = rows.get(verdict.sample_id) or Sample(
             id=verdict.sample_id,
-            frames=_frames_from_folder(frames_dir / _safe_name(verdict.sample_id), verdict.provenance.frame_timestamps),
+            frames=_frames_from_folder(
+                frames_dir / artifact_name(verdict.sample_id), verdict.provenance.frame_timestamps
+            ),
         )
         record_sample(store, sample)
-        if verdict.model_dump_json() not in _stored_payloads(store, verdict.sample_id):
+        if not has_verdict(store, verdict):
             record_verdict(store, verdict)
             added += 1
     return added, len({v.sample_id for v in verdicts})

@@ -31,7 +31,8 @@ _EXPORTS = {
     "parse_verdict": "judge.verdict",
     "ModerationConfig": "judge.pipeline",
     "moderate": "judge.pipeline",
-    "run_batch": "judge.pipeline",
+    "run_job": "serving.runner",
+    "VerdictWriter": "serving.writer",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

@@ -165,3 +165,37 @@ def test_moderate_command_with_router_uses_the_real_vlm_for_escalated_rows(
     assert "must not exceed" in str(bad.exception) and "Loading weights" not in bad.output
     other = CliRunner().invoke(cli, ["cascade", str(data_file), "--router", str(folder), *overlapping[2:]])
     assert other.exit_code != 0 and isinstance(other.exception, ConfigError)
+
+
+def test_cascade_and_router_eval_write_through_the_one_writer_into_the_store(router, data_file, policy, tmp_path):
+    """cascade and eval --router: --db records every verdict, a re-run resumes, a held lock stops a second job."""
+    from kuaimod_open.cli import cli
+    from kuaimod_open.loop.feedback import latest_verdicts, stored_samples
+    from kuaimod_open.loop.store import Store
+    from kuaimod_open.serving.writer import VerdictWriter
+
+    folder = router.save(tmp_path / "router")
+    db = f"sqlite:///{tmp_path / 'k.db'}"
+    out = tmp_path / "v.jsonl"
+    args = ["cascade", str(data_file), "--router", str(folder), "--out", str(out), "--db", db, "--no-progress"]
+    first = CliRunner().invoke(cli, args)
+    assert first.exit_code == 0, first.output
+    store = Store(db)
+    assert len(latest_verdicts(store)) == 40 and len(stored_samples(store)) == 40
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 0 and "0 verdicts written" in again.output and "40 already done" in again.output
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 40
+    with store.engine.connect() as conn:
+        assert conn.execute(store.sa.text("SELECT count(*) FROM verdicts")).scalar() == 40
+    with VerdictWriter(out):
+        locked = CliRunner().invoke(cli, [*args, "--out", str(out)])
+    assert locked.exit_code != 0 and "Another job is writing" in str(locked.exception)
+
+    report = tmp_path / "report"
+    eval_args = ["eval", "--data", str(data_file), "--router", str(folder), "--report", str(report), "--no-plots"]
+    evaluated = CliRunner().invoke(cli, [*eval_args, "--db", f"sqlite:///{tmp_path / 'e.db'}", "--no-progress"])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert len(latest_verdicts(Store(f"sqlite:///{tmp_path / 'e.db'}"))) == 40
+    assert len((report / "verdicts.jsonl").read_text(encoding="utf-8").splitlines()) == 40
+    rerun = CliRunner().invoke(cli, eval_args)
+    assert rerun.exit_code != 0 and "--resume" in str(rerun.exception)  # never silently overwritten

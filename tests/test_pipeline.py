@@ -1,16 +1,14 @@
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 from helpers import verdict_json
 
-from kuaimod_open.errors import ConfigError
 from kuaimod_open.ingest.sample import Sample
 from kuaimod_open.judge.backends.base import GenerateConfig, Generation
 from kuaimod_open.judge.backends.scripted import ScriptedBackend
-from kuaimod_open.judge.pipeline import ModerationConfig, completed_ids, moderate, run_batch
+from kuaimod_open.judge.pipeline import ModerationConfig, moderate
 from kuaimod_open.judge.policy import Decision
 from kuaimod_open.judge.verdict import ParseStatus, Stage
 
@@ -70,63 +68,6 @@ def test_unreadable_video_becomes_an_error_verdict_and_the_run_goes_on(policy, t
     assert verdicts["broken"].decision is Decision.REVIEW and "not a readable video" in verdicts["broken"].error
     assert verdicts["good"].decision is Decision.ALLOW and len(verdicts["good"].provenance.frame_timestamps) == 5
     assert backend.batches == [2]
-
-
-def test_run_batch_appends_resumes_and_writes_a_manifest(policy, template, tmp_path):
-    out = tmp_path / "verdicts.jsonl"
-    samples = [Sample(id=f"s{i}") for i in range(4)]
-    first = run_batch(
-        samples[:2],
-        policy,
-        ScriptedBackend(default=verdict_json("BENIGN")),
-        template,
-        out,
-        _config(tmp_path),
-        progress=False,
-    )
-    assert first.written == 2
-    backend = ScriptedBackend(default=verdict_json("HATE"))
-    second = run_batch(samples, policy, backend, template, out, _config(tmp_path), progress=False)
-    assert (second.skipped, second.written) == (2, 2)
-    assert [r.sample_id for r in backend.history] == ["s2", "s3"]
-    lines = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
-    assert [x["sample_id"] for x in lines] == ["s0", "s1", "s2", "s3"]
-    manifest = json.loads((tmp_path / "verdicts.jsonl.manifest.json").read_text(encoding="utf-8"))
-    assert manifest["summary"]["written"] == 2 and manifest["policy_digest"] == policy.digest
-
-
-def test_torn_last_line_from_a_killed_run_is_dropped_and_redone(policy, template, tmp_path):
-    out = tmp_path / "v.jsonl"
-    run_batch(
-        [Sample(id="a"), Sample(id="b")],
-        policy,
-        ScriptedBackend(default=verdict_json("BENIGN")),
-        template,
-        out,
-        _config(tmp_path),
-        progress=False,
-    )
-    text = out.read_text(encoding="utf-8")
-    out.write_text(text + text.splitlines()[0][:40], encoding="utf-8")  # a write cut short by kill -9
-    assert completed_ids(out) == {"a", "b"}
-    run_batch(
-        [Sample(id="a"), Sample(id="b"), Sample(id="c")],
-        policy,
-        ScriptedBackend(default=verdict_json("BENIGN")),
-        template,
-        out,
-        _config(tmp_path),
-        progress=False,
-    )
-    ids = [json.loads(x)["sample_id"] for x in out.read_text(encoding="utf-8").splitlines()]
-    assert ids == ["a", "b", "c"]
-
-
-def test_refuses_to_append_to_a_foreign_file(tmp_path):
-    out = tmp_path / "notes.jsonl"
-    out.write_text('{"hello": 1}\n', encoding="utf-8")
-    with pytest.raises(ConfigError, match="not a verdict line"):
-        completed_ids(out)
 
 
 def test_precedent_lookup_reaches_the_prompt(policy, template, tmp_path):

@@ -73,14 +73,12 @@ def test_ray_job_with_the_cascade_sends_only_escalated_rows_to_the_model(local_r
     out = tmp_path / "v.jsonl"
     config = ModerationConfig(frames_dir=tmp_path / "frames", generate=GenerateConfig(batch_size=8))
     items = [WorkItem(s) for s in samples]
-    from kuaimod_open.cli.moderate import store_hooks
     from kuaimod_open.loop.feedback import latest_verdicts, stored_samples
     from kuaimod_open.loop.store import Store
 
     store = Store(f"sqlite:///{tmp_path / 'k.db'}")  # the driver records what the actors prepared and judged
-    hooks = store_hooks(store, policy, 0)
     summary = run_ray_job(items, policy, load_template(), spec, out, config, RunnerConfig(progress=False),
-                          RayConfig(), first, **hooks)  # fmt: skip
+                          RayConfig(), first, store=store)  # fmt: skip
     assert len(stored_samples(store)) == 40 and len(latest_verdicts(store)) == 40
     lines = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
     assert sorted(x["sample_id"] for x in lines) == sorted(s.id for s in samples) and summary.written == 40

@@ -120,10 +120,10 @@ def test_parallel_job_one_verdict_each_failures_recorded_and_resume(policy, temp
 
 def test_a_second_job_on_the_same_output_is_refused(policy, template, tmp_path):
     from kuaimod_open.ingest.manifest import WorkItem
-    from kuaimod_open.serving.runner import locked_output
+    from kuaimod_open.serving.writer import VerdictWriter
 
     out = tmp_path / "v.jsonl"
-    with locked_output(out), pytest.raises(ConfigError, match="Another job is writing"):
+    with VerdictWriter(out), pytest.raises(ConfigError, match="Another job is writing"):
         run_job(
             [WorkItem(sample=__import__("kuaimod_open").Sample(id="a", title="t"))],
             policy,

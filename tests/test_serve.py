@@ -78,7 +78,7 @@ def start_server(policy, template, tmp_path):
 
     servers = []
 
-    def start(backend: ScriptedBackend, batch_judge: Any = None, **overrides: Any) -> str:
+    def start(backend: ScriptedBackend, batch_judge: Any = None, store: Any = None, **overrides: Any) -> str:
         settings = ServeSettings(
             **{
                 "api_keys": frozenset({KEY, "other-key"}),
@@ -89,7 +89,7 @@ def start_server(policy, template, tmp_path):
             }
         )
         config = ModerationConfig(frames=2, generate=GenerateConfig(batch_size=4))
-        app = create_app(settings, policy, template, backend, config, batch_judge)
+        app = create_app(settings, policy, template, backend, config, batch_judge, store)
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
@@ -161,22 +161,24 @@ def test_feedback_metrics_openapi_and_batching(start_server, tmp_path):
     assert all(status == 200 and v["decision"] == "allow" for status, v in results)
     assert max(backend.batches) >= 2  # concurrent requests shared a generate call
 
-    status, rec = call(
-        f"{base}/v1/feedback",
-        {
-            "sample_id": "t1",
-            "decision": "block",
-            "category": "PRIVATE_DEAL",
-            "agree": False,
-            "note": "私下交易",
-            "reviewer": "r1",
-        },
-    )
-    assert status == 200 and rec["status"] == "recorded"
-    assert call(f"{base}/v1/feedback", {"sample_id": "t1", "category": "NOPE"})[0] == 422
-    assert call(f"{base}/v1/feedback", {"decision": "block"})[0] == 422
+    # Feedback takes the columns of `kuaimod feedback import`, and the file it lands in imports as it is.
+    event = {"sample_id": "t1", "kind": "reviewer_decision", "category": "引导私下交易", "reason": "私下交易",
+             "author": "r1"}  # fmt: skip
+    status, rec = call(f"{base}/v1/feedback", event)
+    assert status == 200 and rec["status"] == "recorded" and rec["event_id"]
+    assert call(f"{base}/v1/feedback", {**event, "category": "NOPE"})[0] == 422
+    assert call(f"{base}/v1/feedback", {**event, "category": None})[0] == 422  # a decision needs a category
+    assert call(f"{base}/v1/feedback", {"sample_id": "t1", "decision": "block", "agree": False})[0] == 422
     (line,) = (tmp_path / "serve" / "feedback.jsonl").read_text(encoding="utf-8").splitlines()
-    assert json.loads(line)["category"] == "PRIVATE_DEAL"
+    stored = json.loads(line)
+    assert stored["category"] == "PRIVATE_DEAL" and stored["decision"] == "block" and stored["source"] == "api"
+    from click.testing import CliRunner
+
+    from kuaimod_open.cli import cli
+
+    db = f"sqlite:///{tmp_path / 'k.db'}"
+    imported = CliRunner().invoke(cli, ["feedback", "import", str(tmp_path / "serve" / "feedback.jsonl"), "--db", db])
+    assert imported.exit_code == 0 and "1 inserted" in imported.output, imported.output
 
     status, text = call(f"{base}/metrics", key=None)
     assert status == 200
@@ -270,3 +272,44 @@ def test_serve_with_the_cascade_answers_clear_cases_from_the_router(start_server
     middle = stages[float(sorted(p)[1])]
     assert middle[0] == "vlm" and "escalated" in middle[2]
     assert [r.sample_id for r in backend.history] == [f"c{list(p).index(sorted(p)[1])}"]  # only it reached the VLM
+
+
+def test_serve_with_db_records_samples_verdicts_and_feedback_in_the_store(start_server, policy, tmp_path):
+    """Online verdicts and feedback land in the store with the import schema; `update policy` can then compare."""
+    from kuaimod_open.loop.feedback import current_labels, disagreements, latest_verdicts, stored_samples
+    from kuaimod_open.loop.store import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'k.db'}")
+    base = start_server(ScriptedBackend(default=verdict_json("BENIGN")), store=store)
+    status, verdict = call(f"{base}/v1/moderate", {"id": "live-1", "title": "私聊我 加V 低价出"})
+    assert status == 200 and verdict["decision"] == "allow"
+    assert stored_samples(store)["live-1"].title == "私聊我 加V 低价出"
+    assert latest_verdicts(store)["live-1"][1].decision == "allow"
+    event = {"sample_id": "live-1", "kind": "reviewer_decision", "category": "PRIVATE_DEAL", "author": "r1",
+             "reason": "asks to move the deal off the platform", "event_id": "ev-1"}  # fmt: skip
+    assert call(f"{base}/v1/feedback", event) == (200, {"status": "recorded", "event_id": "ev-1"})
+    assert call(f"{base}/v1/feedback", event) == (200, {"status": "already recorded", "event_id": "ev-1"})
+    assert current_labels(store)["live-1"].category == "PRIVATE_DEAL"
+    (found,) = disagreements(store)
+    assert found.verdict.sample_id == "live-1" and found.feedback.source == "api"
+    assert not (tmp_path / "serve" / "feedback.jsonl").exists()  # with a store, no side file
+
+
+def test_a_second_server_on_the_same_work_dir_fails_at_start(policy, template, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from kuaimod_open.errors import ConfigError
+    from kuaimod_open.serving.service import ServeSettings, create_app
+
+    settings = ServeSettings(allow_anonymous=True, work_dir=tmp_path / "serve")
+    backend = ScriptedBackend(default=verdict_json("BENIGN"))
+    first = create_app(settings, policy, template, backend, ModerationConfig())
+    second = create_app(settings, policy, template, backend, ModerationConfig())  # building alone takes no lock
+    with TestClient(first) as client:
+        assert client.post("/v1/moderate", json={"id": "a", "title": "x"}).status_code == 200
+        with pytest.raises(ConfigError, match="Another job is writing"), TestClient(second):
+            pass
+    with TestClient(second) as client:  # the first one stopped: its lock is gone
+        assert client.post("/v1/moderate", json={"id": "a", "title": "x"}).status_code == 200
+    lines = (tmp_path / "serve" / "verdicts.jsonl").read_text(encoding="utf-8").splitlines()
+    assert [json.loads(x)["sample_id"] for x in lines] == ["a", "a"]  # the audit log keeps both answers

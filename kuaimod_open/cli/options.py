@@ -205,3 +205,23 @@ def store_policy_path(store: Any, policy: Path | None) -> Path:
     from kuaimod_open.loop.registry import active_policy
 
     return policy or active_policy(store, default=default_policy_path())[1]
+
+
+def verdict_db_option(func: F) -> F:
+    """--db for commands that produce verdicts (moderate, eval, cascade, serve): also record them in a store."""
+    return click.option(
+        "--db",
+        default=None,
+        envvar="KUAIMOD_DB",
+        help="Also record samples and verdicts in this feedback store (sqlite:///kuaimod.db, or a PostgreSQL "
+        "URL), where `update policy` and the review queue compare them with reviewer decisions.",
+    )(func)
+
+
+def open_store(db: str | None) -> Any:
+    """The feedback store named by ``--db`` (None without one); opened and migrated before any model loads."""
+    if not db:
+        return None
+    from kuaimod_open.loop.store import Store
+
+    return Store(db)

@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
-from kuaimod_open.cli.options import F, backend_options, build_backend, load_policy_and_template, policy_options
+from kuaimod_open.cli.evaluate import ROUTER_BATCH
+from kuaimod_open.cli.moderate import print_summary
+from kuaimod_open.cli.options import (
+    F,
+    backend_options,
+    build_backend,
+    load_policy_and_template,
+    open_store,
+    policy_options,
+    store_policy_path,
+    verdict_db_option,
+)
 from kuaimod_open.ingest.benchmark import load_benchmark
+from kuaimod_open.ingest.manifest import WorkItem
 from kuaimod_open.ingest.sample import Sample
 from kuaimod_open.judge.backends.base import GenerateConfig
 from kuaimod_open.judge.flags import Flag
-from kuaimod_open.judge.pipeline import ModerationConfig
+from kuaimod_open.judge.pipeline import ModelRef, ModerationConfig
 from kuaimod_open.judge.policy import default_policy_path, load_policy
+from kuaimod_open.serving.runner import RunnerConfig, run_job
+from kuaimod_open.serving.writer import read_verdicts
 
 
 def features_option(func: F) -> F:
@@ -117,7 +130,11 @@ def train_router_cmd(
 @click.argument("data", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.option("--router", type=click.Path(file_okay=False, path_type=Path), required=True, help="Router folder.")
 @click.option(
-    "--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("verdicts.jsonl"), show_default=True
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("verdicts.jsonl"),
+    show_default=True,
+    help="Append-only JSONL of verdicts; re-running skips ids already in it.",
 )
 @click.option(
     "--frames-root",
@@ -135,6 +152,8 @@ def train_router_cmd(
 )
 @policy_options
 @backend_options
+@verdict_db_option
+@click.option("--progress/--no-progress", default=True, show_default=True)
 def cascade_cmd(
     data: Path,
     router: Path,
@@ -154,6 +173,8 @@ def cascade_cmd(
     api_key: str | None,
     batch_size: int,
     max_new_tokens: int,
+    db: str | None,
+    progress: bool,
 ) -> None:
     """Moderate KuaiMod-format rows with the router first; only unclear videos reach the VLM.
 
@@ -161,41 +182,36 @@ def cascade_cmd(
     Examples:
       kuaimod cascade rows.jsonl --router routers/v1 --out verdicts.jsonl            # escalated -> review
       kuaimod cascade rows.jsonl --router routers/v1 --vlm --model Qwen/Qwen2.5-VL-7B-Instruct
+      kuaimod cascade rows.jsonl --router routers/v1 --db sqlite:///kuaimod.db       # verdicts into the store
     """
-    from kuaimod_open.first_stage.cascade import cascade_config, run_cascade
-    from kuaimod_open.first_stage.router import load_router
+    from kuaimod_open.first_stage.cascade import FirstStage, cascade_judge
 
+    store = open_store(db)
+    if store is not None and policy is None:
+        policy = store_policy_path(store, policy)
     pol, tmpl = load_policy_and_template(policy, template)
-    loaded = load_router(router)
-    cascade = cascade_config(allow_below, flag_at)
-    cascade.thresholds(loaded)  # overlapping thresholds fail before any model loads
-    samples = load_benchmark(data, frames_root)
-    vlm_backend = None
-    moderation = None
-    if vlm:
-        vlm_backend = build_backend(backend, model, adapter, device, dtype, base_url, api_key, batch_size)
-        moderation = ModerationConfig(
-            frames_dir=out.with_name(out.name + ".frames"),
-            generate=GenerateConfig(max_new_tokens=max_new_tokens, batch_size=batch_size, logprobs=True),
-        )
-    verdicts = run_cascade(
-        samples,
-        pol,
-        loaded,
-        backend=vlm_backend,
-        template=tmpl if vlm else None,
-        moderation=moderation,
-        config=cascade,
+    loaded = FirstStage(str(router), allow_below, flag_at).load()  # bad thresholds fail before any model loads
+    items = [WorkItem(s) for s in load_benchmark(data, frames_root)]
+    moderation = ModerationConfig(
+        frames_dir=out.with_name(out.name + ".frames"),
+        generate=GenerateConfig(max_new_tokens=max_new_tokens, batch_size=batch_size, logprobs=True),
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", encoding="utf-8") as handle:
-        for verdict in verdicts:
-            handle.write(verdict.model_dump_json() + "\n")
-    stages: dict[str, int] = {}
-    decisions: dict[str, int] = {}
-    for v in verdicts:
-        stages[str(v.stage)] = stages.get(str(v.stage), 0) + 1
-        decisions[str(v.decision)] = decisions.get(str(v.decision), 0) + 1
-    escalated = sum(Flag.ESCALATED in v.flags for v in verdicts)
-    click.echo(f"{len(verdicts)} verdicts written to {out}; escalated {escalated}")
-    click.echo(f"  stage     {json.dumps(stages)}\n  decision  {json.dumps(decisions)}")
+    vlm_backend = build_backend(backend, model, adapter, device, dtype, base_url, api_key, batch_size) if vlm else None
+    judge = cascade_judge(loaded, pol, vlm_backend, tmpl if vlm else None, moderation)
+    runner = RunnerConfig(workers=0, progress=progress, judge_batch=None if vlm else ROUTER_BATCH)
+    summary = run_job(
+        items,
+        pol,
+        vlm_backend,
+        tmpl,
+        out,
+        moderation,
+        runner,
+        judge=judge,
+        model=ModelRef(loaded[0].model_id),
+        store=store,
+        desc="cascade",
+    )
+    print_summary(summary, out)
+    escalated = sum(Flag.ESCALATED in v.flags for v in read_verdicts(out))
+    click.echo(f"  escalated     {escalated} of the {summary.written + summary.skipped} rows in {out}")

@@ -15,7 +15,10 @@ from kuaimod_open.cli.options import (
     build_backend,
     frame_options,
     load_policy_and_template,
+    open_store,
     policy_options,
+    store_policy_path,
+    verdict_db_option,
 )
 from kuaimod_open.errors import ConfigError
 from kuaimod_open.ingest.sample import SamplingMode
@@ -64,10 +67,11 @@ def read_keys(key_file: Path | None) -> frozenset[str]:
     type=click.Path(file_okay=False, path_type=Path),
     default=Path(".kuaimod/serve"),
     show_default=True,
-    help="Uploads, downloads, frames, feedback.jsonl and verdicts.jsonl go here.",
+    help="Uploads, downloads, frames and verdicts.jsonl go here (and feedback.jsonl without --db).",
 )
 @click.option("--print-openapi", is_flag=True, help="Print the OpenAPI schema and exit (loads no model).")
 @first_stage_options
+@verdict_db_option
 def serve_cmd(
     policy: Path | None,
     template: Path | None,
@@ -99,6 +103,7 @@ def serve_cmd(
     router: Path | None,
     allow_below: float | None,
     flag_at: float | None,
+    db: str | None,
 ) -> None:
     """Serve moderation over HTTP: POST /v1/moderate, /v1/moderate/upload, /v1/feedback; GET /healthz, /metrics.
 
@@ -106,10 +111,13 @@ def serve_cmd(
     Examples:
       KUAIMOD_SERVE_KEYS=secret kuaimod serve --model /models/Qwen2.5-VL-7B-Instruct --root /data/videos
       kuaimod serve --backend openai --model Qwen/Qwen2.5-VL-7B-Instruct --base-url http://localhost:8000/v1 \
-          --key-file keys.txt --root /data/videos --port 8080
+          --key-file keys.txt --root /data/videos --port 8080 --db sqlite:///kuaimod.db
     """
     from kuaimod_open.serving.service import ServeSettings, create_app
 
+    store = None if print_openapi else open_store(db)
+    if store is not None:  # without --policy, the store's active policy judges
+        policy = store_policy_path(store, policy)
     pol, tmpl = load_policy_and_template(policy, template)
     keys = read_keys(key_file)
     if no_auth and not is_loopback(host) and not print_openapi:
@@ -149,7 +157,7 @@ def serve_cmd(
 
         judge = cascade_judge(first_stage, pol, model_backend, tmpl, config)
     uvicorn = require("uvicorn", extra="serve", purpose="the HTTP service")
-    app = create_app(settings, pol, tmpl, model_backend, config, judge)
+    app = create_app(settings, pol, tmpl, model_backend, config, judge, store)
     uvicorn.run(app, host=host, port=port, log_level="info")
 
 

@@ -143,12 +143,15 @@ class FirstStage:
 def cascade_judge(
     first_stage: tuple[Router, CascadeConfig],
     policy: Policy,
-    backend: Backend,
-    template: Template,
+    backend: Backend | None,
+    template: Template | None,
     moderation: ModerationConfig,
     precedents: PrecedentLookup | None = None,
 ) -> Callable[[list[Sample]], list[Verdict]]:
-    """The batch judge of a cascade job (runner, Ray actor, service): the router first, the VLM for the rest."""
+    """The batch judge of a cascade job (runner, Ray actor, service): the router first, the VLM for the rest.
+
+    Without a ``backend`` (and ``template``), escalated samples go to human review.
+    """
     router, cascade = first_stage
     # Prepared samples already carry frames and OCR/ASR: the VLM call must not extract again.
     infer = dataclasses.replace(moderation, extract=None)

@@ -1,24 +1,20 @@
-"""Pipeline: samples → frames → prompts → batched generation → verdicts, and resumable batch runs.
+"""Pipeline: samples → frames → prompts → batched generation → verdicts.
 
-``moderate`` is the whole judging loop as a generator; ``run_batch`` wraps it with an append-only
-JSONL output that is flushed per verdict, skips sample ids already written (resume), and writes a
-manifest with counts and timings at the end.
+``moderate`` is the whole judging loop as a generator. Writing verdicts (resumable, exactly once, to
+a file and optionally the feedback store) is the job of :mod:`kuaimod_open.serving.writer`, for every
+command that produces verdicts.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from kuaimod_open import __version__
-from kuaimod_open.errors import ConfigError, KuaimodError
+from kuaimod_open.errors import KuaimodError
 from kuaimod_open.ingest.extract import ExtractConfig
 from kuaimod_open.ingest.frames import sample_frames
 from kuaimod_open.ingest.sample import DEFAULT_FRAMES, DEFAULT_MAX_SIDE, Sample, SamplingMode
@@ -28,7 +24,7 @@ from kuaimod_open.judge.flags import Flag
 from kuaimod_open.judge.injection import detect, flags_for
 from kuaimod_open.judge.policy import Decision, Policy
 from kuaimod_open.judge.prompt import PromptLimits, Template, build_messages
-from kuaimod_open.judge.verdict import ParseStatus, Provenance, Stage, Verdict, error_verdict, parse_verdict
+from kuaimod_open.judge.verdict import Provenance, Stage, Verdict, error_verdict, parse_verdict
 
 
 @dataclass(frozen=True)
@@ -45,6 +41,24 @@ class ModerationConfig:
     extract: ExtractConfig | None = None
     # Maps token confidence to a calibrated probability (kuaimod calibrate-confidence); needs logprobs on.
     confidence_calibration: ConfidenceCalibration | None = None
+
+
+class ModelIdentity(Protocol):
+    """What provenance records about the model that decided (every :class:`Backend` is one)."""
+
+    @property
+    def model_id(self) -> str: ...  # noqa: D102
+
+    @property
+    def adapter(self) -> str | None: ...  # noqa: D102
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A :class:`ModelIdentity` without a loaded model: e.g. a router deciding alone (cascade without a VLM)."""
+
+    model_id: str
+    adapter: str | None = None
 
 
 class ShownPrecedents(Protocol):
@@ -69,7 +83,7 @@ def prepare(sample: Sample, config: ModerationConfig) -> Sample:
     if not sample.frames:
         frames = sample_frames(
             sample.video,
-            config.frames_dir / _safe_name(sample.id),
+            config.frames_dir / artifact_name(sample.id),
             config.frames,
             max_side=config.max_side,
             mode=config.sampling,
@@ -83,7 +97,7 @@ def prepare(sample: Sample, config: ModerationConfig) -> Sample:
 
 
 def provenance_for(
-    sample: Sample, policy: Policy, template: Template, backend: Backend, config: ModerationConfig
+    sample: Sample, policy: Policy, template: Template, backend: ModelIdentity, config: ModerationConfig
 ) -> Provenance:
     """The provenance record of a verdict about ``sample``."""
     return Provenance(
@@ -185,128 +199,6 @@ def _moderate_batch(
     return [v for v in results if v is not None]
 
 
-def _safe_name(sample_id: str) -> str:
+def artifact_name(sample_id: str) -> str:
+    """The file-system name of a sample's artifacts (its frame folder, its downloaded video)."""
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in sample_id)[:120] or "sample"
-
-
-# --------------------------------------------------------------------------- batch runs
-
-
-@dataclass
-class RunSummary:
-    """Counts and timings of one batch run (also written as the run's manifest)."""
-
-    total: int = 0
-    skipped: int = 0
-    written: int = 0
-    decisions: Counter[str] = field(default_factory=Counter)
-    categories: Counter[str] = field(default_factory=Counter)
-    statuses: Counter[str] = field(default_factory=Counter)
-    stages: Counter[str] = field(default_factory=Counter)
-    errors: list[dict[str, str]] = field(default_factory=list)
-    seconds: float = 0.0
-
-    def add(self, verdict: Verdict) -> None:
-        """Count one written verdict."""
-        self.written += 1
-        self.decisions[str(verdict.decision)] += 1
-        self.categories[verdict.category or "-"] += 1
-        self.statuses[str(verdict.status)] += 1
-        self.stages[str(verdict.stage)] += 1
-        if verdict.status is ParseStatus.ERROR:
-            self.errors.append({"sample_id": verdict.sample_id, "error": verdict.error or ""})
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {
-            "total": self.total,
-            "skipped_already_done": self.skipped,
-            "written": self.written,
-            "decisions": dict(self.decisions),
-            "categories": dict(self.categories),
-            "statuses": dict(self.statuses),
-            "stages": dict(self.stages),
-            "errors": self.errors,
-            "seconds": round(self.seconds, 3),
-            "samples_per_second": round(self.written / self.seconds, 3) if self.seconds > 0 else None,
-        }
-
-
-def completed_ids(out: Path) -> set[str]:
-    """Sample ids already in a verdict file. A torn last line (a killed run) is cut off first."""
-    if not out.exists():
-        return set()
-    _drop_torn_tail(out)
-    done: set[str] = set()
-    with out.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                done.add(json.loads(line)["sample_id"])
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise ConfigError(f"{out}:{number} is not a verdict line; refusing to append to this file") from None
-    return done
-
-
-def _drop_torn_tail(out: Path) -> None:
-    data = out.read_bytes()
-    if data and not data.endswith(b"\n"):
-        # Truncate in place: rewriting the file would lose every verdict if killed mid-write.
-        os.truncate(out, data.rfind(b"\n") + 1)
-
-
-def run_batch(
-    samples: Sequence[Sample],
-    policy: Policy,
-    backend: Backend,
-    template: Template,
-    out: str | Path,
-    config: ModerationConfig | None = None,
-    *,
-    precedents: PrecedentLookup | None = None,
-    progress: bool = True,
-    on_verdict: Callable[[Verdict], None] | None = None,
-) -> RunSummary:
-    """Moderate ``samples`` into the JSONL file ``out``, resuming where an earlier run stopped."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    done = completed_ids(out)
-    todo = [s for s in samples if s.id not in done]
-    summary = RunSummary(total=len(samples), skipped=len(samples) - len(todo))
-    started = time.perf_counter()
-    bar = _progress(len(todo), progress)
-    with out.open("a", encoding="utf-8") as handle:
-        for verdict in moderate(todo, policy, backend, template, config, precedents=precedents):
-            # One line per verdict, flushed at once: a killed run loses at most the line in flight.
-            handle.write(verdict.model_dump_json() + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-            summary.add(verdict)
-            if on_verdict is not None:
-                on_verdict(verdict)
-            if bar is not None:
-                bar.update(1)
-    if bar is not None:
-        bar.close()
-    summary.seconds = time.perf_counter() - started
-    manifest = {
-        "summary": summary.as_dict(),
-        "model": backend.model_id,
-        "adapter": backend.adapter,
-        "policy_version": policy.version,
-        "policy_digest": policy.digest,
-        "prompt_digest": template.digest,
-        "package_version": __version__,
-    }
-    manifest_path = out.with_name(out.name + ".manifest.json")
-    manifest_path.write_text(json.dumps(manifest, ensure_ascii=False, indent=2), encoding="utf-8")
-    return summary
-
-
-def _progress(total: int, enabled: bool) -> Any:
-    if not enabled or total == 0:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="video", desc="moderating", dynamic_ncols=True)

@@ -145,6 +145,15 @@ def record_verdict(store: Store, verdict: Verdict) -> int:
         return int(result.inserted_primary_key[0])
 
 
+def has_verdict(store: Store, verdict: Verdict) -> bool:
+    """Whether this exact verdict is stored (the verdict writer's repair after a kill between file and store)."""
+    t = store.table("verdicts")
+    payload = verdict.model_dump_json()
+    query = store.sa.select(t.c.id).where(t.c.sample_id == verdict.sample_id, t.c.payload == payload).limit(1)
+    with store.engine.connect() as conn:
+        return conn.execute(query).first() is not None
+
+
 def add_feedback(store: Store, event: FeedbackEvent, policy: Policy) -> bool:
     """Insert one event; returns False when an event with the same id is already stored."""
     event = event.resolved(policy)

@@ -18,6 +18,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from kuaimod_open._lazy import require
+from kuaimod_open.core.progress import track
 from kuaimod_open.errors import InputError
 from kuaimod_open.ingest.sample import Sample
 from kuaimod_open.judge.flags import Flag
@@ -143,16 +144,19 @@ def retire_precedent(store: Store, precedent_id: int) -> bool:
 
 
 def promote_decisions(
-    store: Store, policy: Policy, *, embedder: Embedder | None = None, after_id: int = 0
+    store: Store, policy: Policy, *, embedder: Embedder | None = None, after_id: int = 0, progress: bool = False
 ) -> list[int]:
-    """Turn reviewer decisions (feedback id > ``after_id``) on stored samples into precedents."""
+    """Turn reviewer decisions (feedback id > ``after_id``) on stored samples into precedents.
+
+    ``progress`` shows a bar over the decisions (embedding each one is the slow part).
+    """
     t = store.table("precedents")
     with store.engine.connect() as conn:
         seen = {r[0] for r in conn.execute(store.sa.select(t.c.feedback_id).where(t.c.feedback_id.is_not(None)))}
     rows = [r for r in feedback_rows(store, after_id=after_id, kinds=LABEL_KINDS) if r["id"] not in seen]
     samples = stored_samples(store, {r["sample_id"] for r in rows})
     created = []
-    for row in rows:
+    for row in track(rows, total=len(rows), desc="promoting", unit="decision", enabled=progress):
         sample = samples.get(row["sample_id"])
         if sample is None or policy.find(row["category"] or "") is None:
             continue  # no text to match on, or a category this policy no longer has

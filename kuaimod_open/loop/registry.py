@@ -171,19 +171,40 @@ def activate(store: Store, artefact_id: int) -> Artefact:
     return get(store, artefact_id)
 
 
-def rollback(store: Store, kind: str, to: str | None = None) -> Artefact:
-    """Re-activate the version named ``to`` (or, by default, the one active before the current one)."""
+def rollback(store: Store, kind: str, to: str | None = None, *, force: bool = False) -> Artefact:
+    """Re-activate the version named ``to`` (or, by default, the one active before the current one).
+
+    Raises:
+        ConfigError: no such version; or it is one the evaluation gate rejected and ``force`` is not set
+            (a rejected candidate was measured worse than what it was compared with).
+    """
     items = history(store, kind)
     if to is not None:
         matches = [a for a in items if a.name == to or str(a.id) == to]
         if not matches:
             raise ConfigError(f"no {kind} named {to!r}; known: {', '.join(a.name for a in items) or 'none'}")
-        return activate(store, matches[-1].id)
+        target = matches[-1]
+        if target.status is Status.REJECTED and not force:
+            raise ConfigError(
+                f"{kind} {target.name} was rejected by the evaluation gate ({_rejection(store, kind, target)}); "
+                "activating it needs --force"
+            )
+        return activate(store, target.id)
     current = active(store, kind)
     previous = [a for a in items if a.status is Status.RETIRED and (current is None or a.id < current.id)]
     if not previous:
         raise ConfigError(f"no earlier {kind} to roll back to")
     return activate(store, previous[-1].id)
+
+
+def _rejection(store: Store, kind: str, art: Artefact) -> str:
+    """Why the gate rejected ``art``, from its recorded decision (see ``kuaimod history``)."""
+    from kuaimod_open.loop.gate import decisions
+
+    for result in reversed(decisions(store, kind)):
+        if not result.passed and result.candidate in (art.name, art.path):
+            return "; ".join(result.reasons) or "no reason recorded"
+    return "see `kuaimod history " + kind + "`"
 
 
 def _artefact(row: dict[str, Any]) -> Artefact:

@@ -2,12 +2,13 @@
 
     items ─► map(prepare)            CPU tasks: fetch, decode, sample frames, OCR/ASR
           ─► map_batches(ModelActor)  an actor pool; each actor loads the backend once (GPUs here)
-          ─► driver                   writes verdict lines (the same exactly-once JSONL as the local runner)
+          ─► driver                   writes the verdicts through the one VerdictWriter (as the local runner)
 
-Ray schedules, retries and streams; nothing here is home-made cluster code. The driver keeps the
-output semantics of :mod:`kuaimod_open.serving.runner`: an exclusive lock on the output, ids already
-written are skipped, one fsynced line per verdict. Point it at a cluster with ``--ray-address``
-(or ``RAY_ADDRESS``); without one a local Ray instance is started.
+Ray schedules, retries and streams; nothing here is home-made cluster code. The driver writes through
+:class:`kuaimod_open.serving.writer.VerdictWriter`, like every other path: an exclusive lock on the
+output, ids already written are skipped, one fsynced line per verdict, the store (if any) exactly once.
+Point it at a cluster with ``--ray-address`` (or ``RAY_ADDRESS``); without one a local Ray instance is
+started.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kuaimod_open._lazy import require
 from kuaimod_open.first_stage.cascade import FirstStage, cascade_judge
@@ -26,18 +27,15 @@ from kuaimod_open.ingest.manifest import WorkItem
 from kuaimod_open.ingest.sample import Sample
 from kuaimod_open.judge.backends import get_backend
 from kuaimod_open.judge.backends.base import Backend
-from kuaimod_open.judge.pipeline import ModerationConfig, completed_ids, moderate, provenance_for
+from kuaimod_open.judge.pipeline import ModerationConfig, moderate, provenance_for
 from kuaimod_open.judge.policy import Policy
 from kuaimod_open.judge.prompt import Template
 from kuaimod_open.judge.verdict import Stage, Verdict, error_verdict
-from kuaimod_open.serving.runner import (
-    JobSummary,
-    RunnerConfig,
-    locked_output,
-    prepare_item,
-    write_job_manifest,
-    write_parquet,
-)
+from kuaimod_open.serving.runner import RunnerConfig, prepare_item
+from kuaimod_open.serving.writer import JobSummary, VerdictWriter, write_parquet
+
+if TYPE_CHECKING:
+    from kuaimod_open.loop.store import Store
 
 
 @dataclass(frozen=True)
@@ -121,22 +119,21 @@ def run_ray_job(
     ray_config: RayConfig | None = None,
     first_stage: FirstStage | None = None,
     *,
-    on_sample: Callable[[Sample], None] | None = None,
-    on_verdict: Callable[[Verdict], None] | None = None,
+    store: Store | None = None,
 ) -> JobSummary:
     """Moderate ``items`` into ``out`` with Ray Data; resumable exactly like :func:`runner.run_job`.
 
     With ``first_stage``, each model actor runs the cascade: the router decides the clear cases and
-    only the rest reach the actor's model. ``on_sample`` / ``on_verdict`` run in the driver for every
-    prepared sample and written verdict (e.g. to record both in the feedback store).
+    only the rest reach the actor's model. With ``store``, the driver records every prepared sample
+    and verdict there too.
     """
     ray = require("ray", extra="ray", purpose="--engine ray")
     out, config = Path(out), config or ModerationConfig()
     runner, ray_config = runner or RunnerConfig(), ray_config or RayConfig()
-    with locked_output(out) as handle:
-        done = completed_ids(out)
-        todo = [item for item in items if item.sample.id not in done]
-        summary = JobSummary(total=len(items), skipped=len(items) - len(todo), engine="ray")
+    with VerdictWriter(out, store=store, progress=runner.progress) as writer:
+        todo = writer.pending(items, key=lambda item: item.sample.id)
+        summary = writer.summary
+        summary.engine = "ray"
         started = time.perf_counter()
         if todo:
             if not ray.is_initialized():
@@ -146,7 +143,8 @@ def run_ray_job(
                     include_dashboard=False,
                     log_to_driver=False,
                 )
-            ray.data.DataContext.get_current().enable_progress_bars = runner.progress
+            # Our own bar counts written verdicts; Ray's per-operator bars would fight it for the terminal.
+            ray.data.DataContext.get_current().enable_progress_bars = False
             rows = [{"sample": i.sample.model_dump_json(), "url": i.url or ""} for i in todo]
             ds = ray.data.from_items(rows).map(
                 _prepare_row,
@@ -168,20 +166,12 @@ def run_ray_job(
                 batch_format="numpy",
             )
             for row in ds.iter_rows():
-                verdict = Verdict.model_validate_json(row["verdict"])
-                # Written by the driver only: one writer, so the exactly-once file logic is unchanged.
-                if on_sample is not None:
-                    on_sample(Sample.model_validate_json(row["sample"]))
-                handle.write(verdict.model_dump_json() + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-                summary.add(verdict)
+                # Written by the driver only: one writer, whatever the cluster does.
+                writer.write(Verdict.model_validate_json(row["verdict"]), Sample.model_validate_json(row["sample"]))
                 summary.prepare_seconds += float(row["seconds"])
-                if on_verdict is not None:
-                    on_verdict(verdict)
         summary.seconds = time.perf_counter() - started
     if runner.parquet is not None:
         write_parquet(out, runner.parquet)
     model = str(spec.options.get("model") or spec.options.get("model_id") or spec.name)
-    write_job_manifest(out, summary, model, spec.options.get("adapter"), policy, template, runner)
+    writer.write_manifest(model, spec.options.get("adapter"), policy, template, runner.parquet)
     return summary

@@ -1,44 +1,35 @@
-"""Parallel, resumable batch runner for nightly backfills.
+"""Parallel, resumable batch runner for nightly backfills (``kuaimod moderate``, ``eval``, ``cascade``).
 
 Decoding, frame sampling and OCR/ASR run in worker processes while the main process batches the
-prepared samples into the backend, so CPU preparation overlaps with model inference.
-
-Exactly-once output: verdicts go to an append-only JSONL file, one line per verdict, flushed and
-fsynced before the next is written, under an exclusive lock on ``<out>.lock`` (two jobs can never
-write the same file). On start, a torn last line from a killed run is truncated away and every id
-already in the file is skipped. A job killed at any moment therefore loses no finished verdict and
-never writes one twice. A failing item (unreadable video, crashed decoder, model error) becomes an
-error verdict (decision = review) and the job goes on.
+prepared samples into the judge (the VLM, or the cascade), so CPU preparation overlaps with model
+inference. Verdicts go through the one :class:`~kuaimod_open.serving.writer.VerdictWriter`: exactly
+once, resumable after a kill at any moment, optionally into the feedback store too. A failing item
+(unreadable video, crashed decoder, model error) becomes an error verdict (decision = review) and the
+job goes on.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING
 
-from pydantic import BaseModel
-
-from kuaimod_open import __version__
-from kuaimod_open._lazy import require
 from kuaimod_open.errors import ConfigError, KuaimodError
 from kuaimod_open.ingest.manifest import WorkItem
 from kuaimod_open.ingest.sample import Sample
 from kuaimod_open.judge.backends.base import Backend
 from kuaimod_open.judge.pipeline import (
+    ModelIdentity,
     ModerationConfig,
     PrecedentLookup,
-    RunSummary,
-    completed_ids,
+    artifact_name,
     moderate,
     prepare,
     provenance_for,
@@ -46,6 +37,10 @@ from kuaimod_open.judge.pipeline import (
 from kuaimod_open.judge.policy import Policy
 from kuaimod_open.judge.prompt import Template
 from kuaimod_open.judge.verdict import Stage, Verdict, error_verdict
+from kuaimod_open.serving.writer import JobSummary, VerdictWriter, write_parquet
+
+if TYPE_CHECKING:
+    from kuaimod_open.loop.store import Store
 
 # Judges a batch of prepared samples (frames and text in place): one verdict per sample, in order.
 Judge = Callable[[list[Sample]], list[Verdict]]
@@ -64,41 +59,26 @@ class RunnerConfig:
     # Items being prepared ahead of inference; None: enough to keep workers busy during a batch.
     window: int | None = None
     max_download_bytes: int = MAX_DOWNLOAD_BYTES
+    # Samples handed to the judge at once; None: the model's batch size. A router deciding alone scores
+    # hundreds at once (its per-call overhead dominates), while a VLM batch bounds what a kill can lose.
+    judge_batch: int | None = None
 
 
-@dataclass
-class JobSummary(RunSummary):
-    """RunSummary plus where the time went."""
+def vlm_judge(
+    policy: Policy,
+    backend: Backend,
+    template: Template,
+    config: ModerationConfig,
+    precedents: PrecedentLookup | None = None,
+) -> Judge:
+    """The plain judge: every prepared sample goes to the VLM."""
+    # Prepared samples already carry frames and text: inference must not extract again.
+    infer = dataclasses.replace(config, extract=None)
 
-    workers: int = 0
-    engine: str = "local"
-    prepare_seconds: float = 0.0  # summed over workers
-    inference_seconds: float = 0.0
+    def judge(batch: list[Sample]) -> list[Verdict]:
+        return list(moderate(batch, policy, backend, template, infer, precedents=precedents))
 
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        out = super().as_dict()
-        out.update(
-            workers=self.workers,
-            engine=self.engine,
-            prepare_seconds=round(self.prepare_seconds, 3),
-            inference_seconds=round(self.inference_seconds, 3),
-        )
-        return out
-
-
-class JobManifest(BaseModel):
-    """``<out>.manifest.json``: what the last run of a job did and with what."""
-
-    summary: dict[str, Any]
-    model: str
-    adapter: str | None
-    policy_version: str
-    policy_digest: str
-    prompt_digest: str
-    package_version: str
-    out: str
-    parquet: str | None = None
+    return judge
 
 
 # --------------------------------------------------------------------------- worker side
@@ -138,7 +118,7 @@ def prepare_item(item: WorkItem, config: ModerationConfig, max_download_bytes: i
     try:
         if item.url is not None:
             suffix = Path(item.url.split("?")[0]).suffix[:8] or ".mp4"
-            dst = config.frames_dir / "_downloads" / f"{_file_name(sample.id)}{suffix}"
+            dst = config.frames_dir / "_downloads" / f"{artifact_name(sample.id)}{suffix}"
             sample = sample.model_copy(update={"video": fetch(item.url, dst, max_download_bytes)})
         ready = prepare(sample, config)
         return Prepared(sample.id, ready, None, time.perf_counter() - started)
@@ -148,124 +128,62 @@ def prepare_item(item: WorkItem, config: ModerationConfig, max_download_bytes: i
         return Prepared(sample.id, None, f"{type(exc).__name__}: {str(exc)[:300]}", time.perf_counter() - started)
 
 
-def _file_name(sample_id: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in sample_id)[:120] or "sample"
-
-
-# --------------------------------------------------------------------------- output
-
-
-@contextmanager
-def locked_output(out: Path) -> Iterator[TextIO]:
-    """Open ``out`` for appending under an exclusive lock; a second job on the same file fails at once."""
-    import fcntl
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.with_name(out.name + ".lock").open("a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ConfigError(f"Another job is writing {out}; wait for it or choose another --out") from None
-        with out.open("a", encoding="utf-8") as handle:
-            yield handle
-
-
-def write_parquet(jsonl: Path, dst: Path) -> Path:
-    """A Parquet copy of a verdict file: flat columns plus the full verdict as JSON text."""
-    pa = require("pyarrow", extra="batch", purpose="writing Parquet verdict files")
-    pq = require("pyarrow.parquet", extra="batch", purpose="writing Parquet verdict files", package="pyarrow")
-    rows = []
-    for line in jsonl.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            v = json.loads(line)
-            rows.append(
-                {
-                    **{k: v.get(k) for k in ("sample_id", "decision", "category", "tag", "confidence", "status")},
-                    **{k: v.get(k) for k in ("stage", "error", "latency_s", "summary")},
-                    "other_categories": v.get("other_categories") or [],
-                    "created_at": v.get("provenance", {}).get("created_at"),
-                    "verdict_json": line,
-                }
-            )
-    tmp = dst.with_name(dst.name + ".tmp")
-    pq.write_table(pa.Table.from_pylist(rows), tmp)
-    os.replace(tmp, dst)  # readers see the old or the new file, never half of one
-    return dst
-
-
 # --------------------------------------------------------------------------- the job
 
 
 def run_job(
     items: Sequence[WorkItem],
     policy: Policy,
-    backend: Backend,
+    backend: Backend | None,
     template: Template,
     out: str | Path,
     config: ModerationConfig | None = None,
     runner: RunnerConfig | None = None,
     *,
     precedents: PrecedentLookup | None = None,
-    on_verdict: Callable[[Verdict], None] | None = None,
-    on_sample: Callable[[Sample], None] | None = None,
     judge: Judge | None = None,
+    store: Store | None = None,
+    model: ModelIdentity | None = None,
+    desc: str = "moderating",
 ) -> JobSummary:
     """Moderate ``items`` into ``out`` (JSONL), resuming where an earlier run stopped.
 
-    ``on_sample`` sees every prepared sample before it is judged, ``on_verdict`` every verdict
-    after it is written (e.g. to record both in the feedback store). ``judge`` replaces the VLM call
-    on each prepared batch (e.g. the cascade: the router decides the clear cases and calls the VLM
-    for the rest); it must return one verdict per sample, in order.
+    ``judge`` replaces the VLM call on each prepared batch (e.g. the cascade: the router decides the
+    clear cases and calls the VLM for the rest); it must return one verdict per sample, in order.
+    Without a ``backend`` (a router deciding alone), ``judge`` is required and ``model`` names what
+    decided, for provenance. With ``store``, every prepared sample and verdict is recorded there too.
     """
     out, config, runner = Path(out), config or ModerationConfig(), runner or RunnerConfig()
-    ids = [item.sample.id for item in items]
-    if len(set(ids)) != len(ids):
-        raise ConfigError("Duplicate sample ids in the job: ids must be unique so the job can resume")
-    with locked_output(out) as handle:
-        done = completed_ids(out)
-        todo = [item for item in items if item.sample.id not in done]
-        summary = JobSummary(total=len(items), skipped=len(items) - len(todo), workers=runner.workers)
-        # Prepared samples already carry frames and text: inference must not extract again.
-        infer_config = dataclasses.replace(config, extract=None)
+    if judge is None:
+        if backend is None:
+            raise ConfigError("run_job needs a backend or a judge")
+        judge = vlm_judge(policy, backend, template, config, precedents)
+    identity = backend if backend is not None else model
+    if identity is None:
+        raise ConfigError("run_job without a backend needs `model` (what decided, for provenance)")
+    with VerdictWriter(out, store=store, progress=runner.progress, desc=desc) as writer:
+        todo = writer.pending(items, key=lambda item: item.sample.id)
+        summary = writer.summary
+        summary.workers = runner.workers
         started = time.perf_counter()
-        bar = _progress(len(todo), runner.progress)
-
-        def emit(verdict: Verdict) -> None:
-            # One line per verdict, flushed and synced at once: a kill loses at most the line in flight.
-            handle.write(verdict.model_dump_json() + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-            summary.add(verdict)
-            if on_verdict is not None:
-                on_verdict(verdict)
-            if bar is not None:
-                bar.update(1)
 
         def infer(batch: list[Sample]) -> None:
-            if on_sample is not None:  # prepared samples (frames, OCR/ASR) for the feedback store
-                for sample in batch:
-                    on_sample(sample)
             t0 = time.perf_counter()
-            if judge is not None:
-                verdicts = judge(batch)
-                if [v.sample_id for v in verdicts] != [x.id for x in batch]:
-                    raise KuaimodError("the judge must return one verdict per sample, in input order")
-            else:
-                verdicts = list(moderate(batch, policy, backend, template, infer_config, precedents=precedents))
+            verdicts = judge(batch)
+            if [v.sample_id for v in verdicts] != [x.id for x in batch]:
+                raise KuaimodError("the judge must return one verdict per sample, in input order")
             summary.inference_seconds += time.perf_counter() - t0
-            for verdict in verdicts:
-                emit(verdict)
+            for sample, verdict in zip(batch, verdicts, strict=True):
+                writer.write(verdict, sample)
 
-        def failed(result: Prepared, raw: Sample) -> None:
-            prov = provenance_for(raw, policy, template, backend, config)
-            emit(error_verdict(raw.id, result.error or "preparation failed", prov, stage=Stage.PIPELINE))
-
-        batch_size = max(1, config.generate.batch_size)
+        batch_size = runner.judge_batch or max(1, config.generate.batch_size)
         ready: list[Sample] = []
         for item, result in _prepared(todo, config, runner):
             summary.prepare_seconds += result.seconds
             if result.sample is None:
-                failed(result, item.sample)
+                prov = provenance_for(item.sample, policy, template, identity, config)
+                reason = result.error or "preparation failed"
+                writer.write(error_verdict(item.sample.id, reason, prov, stage=Stage.PIPELINE), item.sample)
                 continue
             ready.append(result.sample)
             if len(ready) >= batch_size:
@@ -273,12 +191,10 @@ def run_job(
                 ready = []
         if ready:
             infer(ready)
-        if bar is not None:
-            bar.close()
         summary.seconds = time.perf_counter() - started
     if runner.parquet is not None:
         write_parquet(out, runner.parquet)
-    write_job_manifest(out, summary, backend.model_id, backend.adapter, policy, template, runner)
+    writer.write_manifest(identity.model_id, identity.adapter, policy, template, runner.parquet)
     return summary
 
 
@@ -326,39 +242,4 @@ def _prepared(
                 queue.append(item)
 
 
-def write_job_manifest(
-    out: Path,
-    summary: JobSummary,
-    model: str,
-    adapter: str | None,
-    policy: Policy,
-    template: Template,
-    runner: RunnerConfig,
-) -> None:
-    """Write ``<out>.manifest.json`` (atomically): the run's summary and what it ran with."""
-    manifest = JobManifest(
-        summary=summary.as_dict(),
-        model=model,
-        adapter=adapter,
-        policy_version=policy.version,
-        policy_digest=policy.digest,
-        prompt_digest=template.digest,
-        package_version=__version__,
-        out=str(out),
-        parquet=str(runner.parquet) if runner.parquet else None,
-    )
-    path = out.with_name(out.name + ".manifest.json")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _progress(total: int, enabled: bool) -> Any:
-    if not enabled or total == 0:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="video", desc="moderating", dynamic_ncols=True, smoothing=0.1)
-
-
-__all__ = ["JobManifest", "JobSummary", "Prepared", "RunnerConfig", "fetch", "prepare_item", "run_job", "write_parquet"]
+__all__ = ["Judge", "Prepared", "RunnerConfig", "fetch", "prepare_item", "run_job", "vlm_judge"]

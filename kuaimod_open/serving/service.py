@@ -5,12 +5,16 @@ Endpoints (OpenAPI schema at ``/openapi.json``, interactive docs at ``/docs``):
 * ``POST /v1/moderate`` (JSON): a video by ``path`` (inside a configured root) or ``url`` (under a
   configured URL prefix), or text alone; answers with the verdict.
 * ``POST /v1/moderate/upload`` (multipart): an uploaded video file plus optional text fields.
-* ``POST /v1/feedback``: a reviewer's correction of a verdict, appended to a JSONL file.
+* ``POST /v1/feedback``: a feedback event in the import schema of ``kuaimod feedback import``
+  (:class:`~kuaimod_open.loop.feedback.FeedbackEvent`): into the feedback store with ``--db``, else
+  appended to a JSONL file that ``kuaimod feedback import`` reads as it is.
 * ``GET /healthz`` (no key needed) and ``GET /metrics`` (Prometheus text format).
 
 Every ``/v1`` call needs an API key (``Authorization: Bearer KEY`` or ``X-API-Key: KEY``) unless the
 server was started with ``--no-auth``. Bodies above the size limits are refused with 413 before
 they are read. Concurrent requests are gathered into batches for the backend (see ``Batcher``).
+Every served verdict goes through the one :class:`~kuaimod_open.serving.writer.VerdictWriter` (the
+verdict log under the work folder, and the feedback store with ``--db``).
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the route annotations at runtime.
@@ -18,15 +22,16 @@ they are read. Concurrent requests are gathered into batches for the backend (se
 import hashlib
 import hmac
 import json
+import os
 import queue
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from concurrent.futures import Future
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +39,17 @@ from pydantic import BaseModel, Field
 
 from kuaimod_open import __version__
 from kuaimod_open._lazy import require
+from kuaimod_open.errors import InputError
 from kuaimod_open.ingest.sample import Sample
 from kuaimod_open.judge.backends.base import Backend
 from kuaimod_open.judge.pipeline import ModerationConfig, moderate, prepare
 from kuaimod_open.judge.policy import Policy
 from kuaimod_open.judge.prompt import Template
 from kuaimod_open.judge.verdict import Verdict
+from kuaimod_open.loop.feedback import FeedbackEvent, add_feedback
+from kuaimod_open.loop.store import Store
 from kuaimod_open.serving.runner import Judge, fetch
+from kuaimod_open.serving.writer import VerdictWriter
 
 JSON_LIMIT = 1 << 20  # 1 MiB: text fields are clipped in the prompt anyway
 # Container formats the decoders read. Anything else (an .html, .exe or .svg "video") is refused with
@@ -63,8 +72,9 @@ class ServeSettings:
     max_json_bytes: int = JSON_LIMIT
     video_suffixes: frozenset[str] = VIDEO_SUFFIXES  # accepted file types for uploads and URLs
     work_dir: Path = Path(".kuaimod/serve")
+    # Without a feedback store, feedback events are appended here (the import schema).
     feedback_path: Path = Path(".kuaimod/serve/feedback.jsonl")
-    verdict_log: Path | None = None  # every served verdict, appended (audit trail)
+    verdict_log: Path | None = None  # every served verdict, appended; None: <work_dir>/verdicts.jsonl
     batch_wait_s: float = 0.02  # how long the first request of a batch waits for company
 
 
@@ -78,24 +88,6 @@ class ModerateRequest(BaseModel):
     ocr: str = ""
     asr: str = ""
     comments: list[str] = Field(default_factory=list)
-
-
-class FeedbackIn(BaseModel):
-    """A reviewer's judgement of a served verdict."""
-
-    sample_id: str = Field(min_length=1, max_length=200)
-    decision: str | None = Field(default=None, description="The correct decision: allow, restrict, review or block")
-    category: str | None = Field(default=None, description="The correct policy code, e.g. PRIVATE_DEAL")
-    agree: bool | None = Field(default=None, description="Whether the served verdict was right")
-    note: str = Field(default="", max_length=5000)
-    reviewer: str = Field(default="", max_length=200)
-
-
-class FeedbackRecord(FeedbackIn):
-    """One line of the feedback file."""
-
-    id: str
-    received_at: datetime
 
 
 class Metrics:
@@ -238,11 +230,14 @@ def create_app(
     backend: Backend,
     config: ModerationConfig,
     batch_judge: Judge | None = None,
+    store: Store | None = None,
 ) -> Any:
     """Build the FastAPI application (see the module docstring for the endpoints).
 
     ``batch_judge`` replaces the VLM call on each batch of prepared samples (e.g. the cascade, so the router
-    answers the clear cases at once and only the rest wait for the VLM).
+    answers the clear cases at once and only the rest wait for the VLM). With ``store``, served samples,
+    verdicts and feedback are recorded there (where ``update policy`` and the review queue read them).
+    The verdict log is locked while the app lives: a second server on the same work folder fails at start.
     """
     require("fastapi", extra="serve", purpose="the HTTP service")
     from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
@@ -250,11 +245,21 @@ def create_app(
     from fastapi.responses import PlainTextResponse
 
     state = _State(settings, policy, template, backend, config)
+    # Served verdicts are an audit trail: a repeated id (a re-upload) is logged again, not skipped.
+    writer = VerdictWriter(settings.verdict_log or settings.work_dir / "verdicts.jsonl", store=store, unique=False)
+
+    @asynccontextmanager
+    async def lifespan(_app: Any) -> AsyncIterator[None]:
+        # The log is locked from start-up to shutdown; building the app (e.g. --print-openapi) touches nothing.
+        with writer:
+            yield
+
     batcher = Batcher(policy, backend, template, config, settings.batch_wait_s, state.metrics, batch_judge)
     app = FastAPI(
         title="kuaimod_open moderation API",
         version=__version__,
         description="Short-video content moderation with a VLM as policy. Send a video, get a verdict.",
+        lifespan=lifespan,
     )
 
     def check_key(request: Request) -> None:
@@ -289,8 +294,7 @@ def create_app(
             state.metrics.verdicts[(str(verdict.decision), str(verdict.status))] += 1
             state.metrics.seconds_sum += time.perf_counter() - started
             state.metrics.seconds_count += 1
-        if settings.verdict_log is not None:
-            await run_in_threadpool(_append, settings.verdict_log, verdict.model_dump_json(), state.file_lock)
+        await run_in_threadpool(writer.write, verdict, ready if isinstance(ready, Sample) else sample)
         return verdict
 
     @app.get("/healthz", tags=["ops"])
@@ -347,15 +351,23 @@ def create_app(
         return await judge(sample)
 
     @app.post("/v1/feedback", dependencies=[Depends(check_key)], tags=["feedback"])
-    async def feedback(body: FeedbackIn) -> dict[str, str]:
-        """Record a reviewer's judgement of a verdict (appended to the server's feedback file)."""
-        if body.decision is not None and body.decision not in ("allow", "restrict", "review", "block"):
-            raise HTTPException(422, "decision must be allow, restrict, review or block")
-        if body.category is not None and body.category not in policy.codes():
-            raise HTTPException(422, f"unknown category {body.category!r}; see the policy's codes")
-        record = FeedbackRecord(**body.model_dump(), id=uuid.uuid4().hex, received_at=datetime.now(UTC))
-        await run_in_threadpool(_append, settings.feedback_path, record.model_dump_json(), state.file_lock)
-        return {"status": "recorded", "id": record.id}
+    async def feedback(body: FeedbackEvent) -> dict[str, str]:
+        """Record a feedback event (the columns of `kuaimod feedback import`): a reviewer decision, a report, ...
+
+        With ``--db`` it goes into the feedback store (a repeated ``event_id`` is stored once); otherwise it
+        is appended to the server's feedback file, which ``kuaimod feedback import`` reads as it is.
+        """
+        event = body.model_copy(update={"source": body.source or "api"})
+        try:
+            resolved = event.resolved(policy)  # unknown category, a decision without one: 422
+        except InputError as exc:
+            raise HTTPException(422, str(exc)) from None
+        if store is not None:
+            inserted = await run_in_threadpool(add_feedback, store, resolved, policy)
+            return {"status": "recorded" if inserted else "already recorded", "event_id": str(resolved.event_id)}
+        line = resolved.model_dump_json(exclude_none=True)
+        await run_in_threadpool(_append, settings.feedback_path, line, state.file_lock)
+        return {"status": "recorded", "event_id": str(resolved.event_id)}
 
     def limit_for(path: str) -> int:
         return settings.max_upload_bytes if path.endswith("/upload") else settings.max_json_bytes
@@ -433,3 +445,4 @@ def _append(path: Path, line: str, lock: threading.Lock) -> None:
     with lock, path.open("a", encoding="utf-8") as handle:
         handle.write(line + "\n")
         handle.flush()
+        os.fsync(handle.fileno())  # an acknowledged event survives a crash
