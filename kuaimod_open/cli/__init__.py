@@ -8,9 +8,10 @@ import click
 
 from kuaimod_open import __version__
 from kuaimod_open.cli.confidence import calibrate_confidence_cmd
-from kuaimod_open.cli.evaluate import eval_cmd, policy_group
+from kuaimod_open.cli.evaluate import eval_cmd
 from kuaimod_open.cli.feedback import feedback_group, history_cmd, precedents_group, rollback_cmd
 from kuaimod_open.cli.moderate import moderate_cmd, tiny_model_cmd
+from kuaimod_open.cli.policy import policy_group
 from kuaimod_open.cli.review import review_cmd
 from kuaimod_open.cli.router import cascade_cmd, train_router_cmd
 from kuaimod_open.cli.serve import openai_server_cmd, serve_cmd

@@ -1,10 +1,9 @@
-"""``kuaimod eval`` and ``kuaimod policy diff``."""
+"""``kuaimod eval``."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +22,11 @@ from kuaimod_open.cli.options import (
 from kuaimod_open.errors import ConfigError
 from kuaimod_open.evaluation.metrics import evaluate
 from kuaimod_open.evaluation.official import official_binary, official_multi, read_predictions
-from kuaimod_open.evaluation.policy_diff import Predictor, diff_policies, render_diff
 from kuaimod_open.evaluation.report import write_predictions, write_report
-from kuaimod_open.ingest.benchmark import load_eval_data
+from kuaimod_open.ingest.benchmark import DEFAULT_SPLIT, load_eval_data
 from kuaimod_open.ingest.manifest import WorkItem
-from kuaimod_open.ingest.sample import Sample, SamplingMode
-from kuaimod_open.judge.backends.base import GenerateConfig
-from kuaimod_open.judge.pipeline import ModelRef, ModerationConfig, moderate
-from kuaimod_open.judge.policy import Policy, load_policy
-from kuaimod_open.judge.prompt import Template
-from kuaimod_open.judge.verdict import Verdict
+from kuaimod_open.ingest.sample import SamplingMode
+from kuaimod_open.judge.pipeline import ModelRef, ModerationConfig
 from kuaimod_open.serving.runner import RunnerConfig, run_job
 from kuaimod_open.serving.writer import completed_ids, read_verdicts
 
@@ -46,16 +40,26 @@ TEXT_ONLY_NOTE = (
 
 
 def data_options(func: Any) -> Any:
-    """--data, --frames-root, --limit."""
+    """--data, --frames-root, --limit, --split."""
+    func = click.option(
+        "--split",
+        default=DEFAULT_SPLIT,
+        show_default=True,
+        help="For a dataset folder or hub id: which split's rows to use.",
+    )(func)
     func = click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first N rows.")(func)
     func = click.option(
         "--frames-root",
         type=click.Path(file_okay=False, path_type=Path),
         default=None,
-        help="Folder with the frame images named in each row [default: images/ next to the data].",
+        help="Folder with the frame images named in each row [default: images/ next to a .jsonl file; for a "
+        "dataset, its images folder or images.tar.gz].",
     )(func)
     func = click.option(
-        "--data", default=None, help="Benchmark JSONL (pid, tag, title, OCR, ASR, images) or hf://KuaiMod/KuaiMod."
+        "--data",
+        default=None,
+        help="Benchmark: a KuaiMod-format .jsonl (pid, tag, title, OCR, ASR, images), a dataset folder, or "
+        "hf://KuaiMod/KuaiMod (rows and frames through `datasets`).",
     )(func)
     return func
 
@@ -114,6 +118,7 @@ def eval_cmd(
     data: str | None,
     frames_root: Path | None,
     limit: int | None,
+    split: str,
     verdicts: Path | None,
     router: Path | None,
     policy: Path | None,
@@ -154,7 +159,7 @@ def eval_cmd(
     if data is None:
         raise click.UsageError("pass --data (a benchmark to run on) or --predictions (a file to score)")
     pol, tmpl = load_policy_and_template(policy, template)
-    samples, _ = load_eval_data(data, frames_root)
+    samples, _ = load_eval_data(data, frames_root, split=split)
     samples = samples[:limit] if limit else samples
     for sample in samples:  # unknown gold tags fail before any model is loaded
         if sample.label is not None:
@@ -166,6 +171,7 @@ def eval_cmd(
     out = report_dir / "verdicts.jsonl"
     run_config: dict[str, Any] = {
         "data": data,
+        "split": split,
         "limit": limit,
         "n": len(samples),
         "policy": str(policy or "default"),
@@ -261,79 +267,3 @@ def _score_predictions(path: Path, mode: str, report_dir: Path | None) -> None:
     if report_dir is not None:
         report_dir.mkdir(parents=True, exist_ok=True)
         (report_dir / "official.json").write_text(json.dumps(result, ensure_ascii=False, indent=2), encoding="utf-8")
-
-
-def _router_predictor(path: Path) -> Predictor:
-    from kuaimod_open.first_stage.router import load_router
-
-    router = load_router(path)
-    return lambda samples, policy: router.verdicts(samples, policy)
-
-
-def _vlm_predictor(backend: Any, template: Template, config: ModerationConfig) -> Predictor:
-    def predict(samples: Sequence[Sample], policy: Policy) -> list[Verdict]:
-        return list(moderate(samples, policy, backend, template, config))
-
-    return predict
-
-
-@click.group("policy")
-def policy_group() -> None:
-    """Policy-file tools."""
-
-
-@policy_group.command("diff")
-@click.argument("old", type=click.Path(dir_okay=False, path_type=Path))
-@click.argument("new", type=click.Path(dir_okay=False, path_type=Path))
-@data_options
-@router_option
-@click.option("--template", type=click.Path(dir_okay=False, path_type=Path), default=None)
-@backend_options
-@frame_options
-@click.option(
-    "--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write the diff as JSON."
-)
-def diff_cmd(
-    old: Path,
-    new: Path,
-    data: str | None,
-    frames_root: Path | None,
-    limit: int | None,
-    router: Path | None,
-    template: Path | None,
-    backend: str,
-    model: str | None,
-    adapter: Path | None,
-    device: str,
-    dtype: str,
-    base_url: str | None,
-    api_key: str | None,
-    batch_size: int,
-    max_new_tokens: int,
-    frames_k: int,
-    sampling: str,
-    max_side: int,
-    out: Path | None,
-) -> None:
-    """Replay OLD and NEW policies on the same samples; list flipped samples and metric deltas."""
-    old_policy, new_policy = load_policy(old), load_policy(new)
-    if data is None:
-        raise click.UsageError("pass --data with the samples to replay")
-    samples, _ = load_eval_data(data, frames_root)
-    samples = samples[:limit] if limit else samples
-    if router is not None:
-        predict = _router_predictor(router)
-    else:
-        _, tmpl = load_policy_and_template(old, template)
-        config = ModerationConfig(
-            frames=frames_k,
-            max_side=max_side,
-            frames_dir=Path(".kuaimod/frames"),
-            generate=GenerateConfig(max_new_tokens=max_new_tokens, batch_size=batch_size),
-        )
-        model_backend = build_backend(backend, model, adapter, device, dtype, base_url, api_key, batch_size)
-        predict = _vlm_predictor(model_backend, tmpl, config)
-    diff = diff_policies(samples, old_policy, new_policy, predict)
-    click.echo(render_diff(diff))
-    if out is not None:
-        out.write_text(diff.model_dump_json(indent=2), encoding="utf-8")

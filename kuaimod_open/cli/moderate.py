@@ -19,7 +19,7 @@ from kuaimod_open.cli.options import (
     store_policy_path,
     verdict_db_option,
 )
-from kuaimod_open.errors import ConfigError
+from kuaimod_open.errors import ConfigError, MissingDependencyError
 from kuaimod_open.ingest.extract import OFFLINE_WHISPER, ExtractConfig, check_available
 from kuaimod_open.ingest.manifest import collect_items
 from kuaimod_open.ingest.sample import SamplingMode
@@ -63,9 +63,15 @@ def extract_options(func: F) -> F:
     """--ocr/--no-ocr, --asr/--no-asr, --asr-language, --asr-model."""
     options = [
         click.option(
-            "--ocr/--no-ocr", default=True, show_default=True, help="OCR the sampled frames of videos without OCR text."
+            "--ocr/--no-ocr",
+            default=None,
+            help="OCR the sampled frames of videos without OCR text [default: on when the ocr extra is installed].",
         ),
-        click.option("--asr/--no-asr", default=True, show_default=True, help="Transcribe videos without ASR text."),
+        click.option(
+            "--asr/--no-asr",
+            default=None,
+            help="Transcribe videos without ASR text [default: on when the asr extra is installed].",
+        ),
         click.option(
             "--asr-language",
             default="zh",
@@ -84,14 +90,41 @@ def extract_options(func: F) -> F:
     return func
 
 
-def extract_config(ocr: bool, asr: bool, asr_language: str, asr_model: str) -> ExtractConfig | None:
-    """The ExtractConfig for the flags (None when both are off), its packages checked up front."""
+def extract_config(ocr: bool | None, asr: bool | None, asr_language: str, asr_model: str) -> ExtractConfig | None:
+    """The ExtractConfig for the flags (None when both are off), its packages checked up front.
+
+    An explicit ``--ocr``/``--asr`` whose package is missing is an error; left to the default, each runs
+    when its extra is installed and is otherwise skipped with a one-line notice on stderr.
+    """
+    language = None if asr_language.lower() in ("auto", "") else asr_language
+    if ocr is None:
+        ocr = _available("OCR", ExtractConfig(ocr=True, asr=False))
+    if asr is None:
+        asr = _available("ASR", ExtractConfig(ocr=False, asr=True, asr_model=asr_model))
     if not (ocr or asr):
         return None
-    language = None if asr_language.lower() in ("auto", "") else asr_language
     config = ExtractConfig(ocr=ocr, asr=asr, asr_language=language, asr_model=asr_model)
     check_available(config)
     return config
+
+
+def _available(what: str, config: ExtractConfig) -> bool:
+    """Whether an extractor can run on this install; if not, say so in one line (not an error: it is optional)."""
+    try:
+        check_available(config)
+    except MissingDependencyError as exc:
+        flag = "--no-ocr" if config.ocr else "--no-asr"
+        click.secho(
+            f"note: {what} skipped: {exc.package} is not installed "
+            f"(pip install 'kuaimod_open[{exc.extra}]' adds it; {flag} silences this note)",
+            fg="yellow",
+            err=True,
+        )
+        return False
+    except ConfigError as exc:  # the offline Whisper model's packages are missing
+        click.secho(f"note: {what} skipped: {str(exc).split('. ')[0]}", fg="yellow", err=True)
+        return False
+    return True
 
 
 @click.command("moderate")
@@ -179,8 +212,8 @@ def moderate_cmd(
     frames_k: int,
     sampling: str,
     max_side: int,
-    ocr: bool,
-    asr: bool,
+    ocr: bool | None,
+    asr: bool | None,
     asr_language: str,
     asr_model: str,
     manifests: tuple[Path, ...],
@@ -222,13 +255,15 @@ def moderate_cmd(
     pol, tmpl = load_policy_and_template(policy, template)
     items = collect_items(inputs, manifests, frames_root)
     generate, calibration = generate_config(max_new_tokens, batch_size, logprobs, confidence_calibration)
+    has_video = any(item.url is not None or item.sample.video is not None for item in items)
     config = ModerationConfig(
         frames=frames_k,
         max_side=max_side,
         sampling=SamplingMode(sampling),
         frames_dir=work_dir or out.with_name(out.name + ".frames"),
         generate=generate,
-        extract=extract_config(ocr, asr, asr_language, asr_model),
+        # OCR/ASR read raw videos only: rows with text and frames need neither (nor a notice about them).
+        extract=extract_config(ocr, asr, asr_language, asr_model) if has_video else None,
         confidence_calibration=calibration,
     )
     runner = RunnerConfig(workers=workers, parquet=parquet, progress=progress)

@@ -19,6 +19,50 @@ from kuaimod_open.judge.backends.base import GenerateConfig, Generation, Request
 from kuaimod_open.judge.prompt import ImagePart, Message
 
 
+def _check_reachable(model: str) -> None:
+    """Fail in seconds when ``model`` must come from the hub and the hub cannot be reached.
+
+    A hub id that is neither a local folder nor in the Hugging Face cache is downloaded; offline, the hub
+    client would retry for minutes before failing. One short request (it honours the proxy settings)
+    tells first. Raises :class:`BackendError` with the offline way out.
+    """
+    if Path(model).exists():
+        return
+    hub = require("huggingface_hub", extra="hf", purpose="the hf backend")
+    try:
+        cached = hub.try_to_load_from_cache(model, "config.json")
+    except Exception:  # an id the cache cannot even name (e.g. a typo'd path): let transformers explain
+        return
+    if isinstance(cached, str):
+        return  # in the cache: transformers loads it, offline too
+    endpoint = str(hub.constants.ENDPOINT)
+    if hub.constants.HF_HUB_OFFLINE:
+        why = "the hub is switched off (HF_HUB_OFFLINE=1)"
+    elif not _answers(endpoint):
+        why = f"the hub ({endpoint}) cannot be reached"
+    else:
+        return
+    raise BackendError(
+        f"Cannot load model '{model}': it is not a local directory, not in the Hugging Face cache, and {why}. "
+        "Pass a local checkpoint directory with --model, or try the pipeline offline with a tiny test model: "
+        "`kuaimod tiny-model /tmp/tiny` then `--model /tmp/tiny`."
+    )
+
+
+def _answers(url: str, timeout: float = 5.0) -> bool:
+    """Whether a server answers at ``url`` at all (any HTTP status counts) within ``timeout`` seconds."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout):  # noqa: S310
+            return True
+    except urllib.error.HTTPError:
+        return True  # it answered, if only to say no
+    except (OSError, ValueError):  # DNS failure, refused, timed out, no route, a malformed endpoint
+        return False
+
+
 class HFBackend:
     """A Qwen-VL checkpoint by hub id or local directory, with an optional PEFT LoRA adapter."""
 
@@ -33,6 +77,7 @@ class HFBackend:
         max_pixels: int = 448 * 28 * 28,
         attn_implementation: str | None = None,
     ) -> None:
+        _check_reachable(model)  # before torch loads: offline, the answer takes a second, not a minute
         self.torch = require("torch", extra="hf", purpose="the hf backend")
         transformers = require("transformers", extra="hf", purpose="the hf backend")
         self.vision = require(
