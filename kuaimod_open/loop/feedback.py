@@ -115,6 +115,7 @@ def record_sample(store: Store, sample: Sample) -> None:
                     video=str(sample.video) if sample.video else None,
                     frames=store.dump_json([f.model_dump(mode="json") for f in sample.frames]),
                     label=sample.label,
+                    hashes=sample.hashes.model_dump_json() if sample.hashes else None,
                     created_at=datetime.now(UTC),
                 )
             )
@@ -165,6 +166,11 @@ def add_feedback(store: Store, event: FeedbackEvent, policy: Policy) -> bool:
                 source=event.source,
             )
         )
+    if event.kind.is_label:
+        from kuaimod_open.loop.bank import on_label
+
+        # A reviewer's block/restrict banks the video; a relabel retires what the old label banked.
+        on_label(store, event, policy)
     return True
 
 
@@ -257,6 +263,7 @@ def current_labels(store: Store) -> dict[str, FeedbackEvent]:
 
 def stored_samples(store: Store, ids: Iterable[str] | None = None) -> dict[str, Sample]:
     """Samples by id, rebuilt from the store."""
+    from kuaimod_open.ingest.pdq import VideoHashes
     from kuaimod_open.ingest.sample import Frame
 
     t = store.table("samples")
@@ -275,6 +282,7 @@ def stored_samples(store: Store, ids: Iterable[str] | None = None) -> dict[str, 
             video=r["video"],
             frames=tuple(Frame.model_validate(f) for f in json.loads(r["frames"] or "[]")),
             label=r["label"],
+            hashes=VideoHashes.model_validate_json(r["hashes"]) if r.get("hashes") else None,
         )
         for r in rows
     }

@@ -158,6 +158,43 @@ def _m004(sa: Any, conn: Any) -> None:
     md.create_all(conn)
 
 
+@migration("m005_hash_bank")
+def _m005(sa: Any, conn: Any) -> None:
+    # Known-content matching: banked videos and their frame hashes; the sample's own hashes are kept
+    # with it so a reviewer's block can bank the video without decoding it again.
+    md = sa.MetaData()
+    ts = sa.DateTime(timezone=True)
+    sa.Table(
+        "bank_entries", md,
+        sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("sample_id", sa.String(200), index=True),
+        sa.Column("video", sa.Text),
+        sa.Column("category", sa.String(64), nullable=False),
+        sa.Column("decision", sa.String(16), nullable=False),
+        sa.Column("source", sa.String(200), nullable=False, default=""),
+        sa.Column("author", sa.String(200), nullable=False, default=""),
+        sa.Column("note", sa.Text, nullable=False, default=""),
+        sa.Column("fps", sa.Float, nullable=False),
+        sa.Column("duration", sa.Float),
+        sa.Column("created_at", ts, nullable=False),
+        sa.Column("retired_at", ts),
+        sa.Column("retired_by", sa.String(200)),
+        sa.Column("retired_reason", sa.Text),
+    )  # fmt: skip
+    sa.Table(
+        "bank_hashes", md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("entry_id", sa.String(64), nullable=False, index=True),
+        sa.Column("position", sa.Integer, nullable=False),
+        sa.Column("timestamp", sa.Float, nullable=False),
+        sa.Column("quality", sa.Integer, nullable=False),
+        sa.Column("pdq", sa.String(64), nullable=False),
+        sa.Column("mirror", sa.String(64)),
+    )  # fmt: skip
+    md.create_all(conn)
+    conn.execute(sa.text("ALTER TABLE samples ADD COLUMN hashes TEXT"))
+
+
 # --------------------------------------------------------------------------- the store
 
 
