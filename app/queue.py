@@ -110,8 +110,6 @@ def severity_of(verdict: Verdict, policy: Policy) -> Severity | None:
     return max(known, key=lambda s: SEVERITY_RANK[s]) if known else None
 
 
-
-
 def _reasons(verdict: Verdict, low_confidence: float, open_reports: int) -> list[str]:
     reasons = []
     if verdict.status in (ParseStatus.UNPARSED, ParseStatus.ERROR):

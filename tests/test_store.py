@@ -1,4 +1,4 @@
-"""The feedback store on a real SQLite file: migrations, append-only history, import/export, precedents."""
+"""The feedback store on real SQLite and PostgreSQL: append-only history, import/export, precedents."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from kuaimod_open.loop.feedback import (
     record_verdict,
 )
 from kuaimod_open.loop.precedents import PrecedentIndex, add_precedent, promote_decisions, retire_precedent
-from kuaimod_open.loop.store import MIGRATIONS, Store
+from kuaimod_open.loop.store import Store
 
 pytest.importorskip("sqlalchemy")
 
@@ -47,38 +47,6 @@ def _event(
         created_at=T0 + timedelta(minutes=minutes),
         **kw,
     )
-
-
-def test_migrations_upgrade_an_old_file_without_data_loss(db, tmp_path, policy):
-    old = Store(db, until="m001_initial")  # a file written by the first release
-    assert old.applied_migrations() == ["m001_initial"]
-    with old.begin() as conn:
-        conn.execute(
-            old.table("verdicts")
-            .insert()
-            .values(
-                sample_id="s1",
-                decision="block",
-                category="HATE",
-                confidence=0.9,
-                status="ok",
-                stage="vlm",
-                model="m",
-                policy_version="1",
-                policy_digest="d",
-                payload="{}",
-                created_at=T0,
-            )
-        )
-    old.engine.dispose()
-    new = Store(db)
-    assert new.applied_migrations() == [name for name, _ in MIGRATIONS]
-    with new.engine.connect() as conn:
-        rows = conn.execute(new.sa.select(new.table("verdicts"))).mappings().all()
-    assert len(rows) == 1 and rows[0]["category"] == "HATE" and rows[0]["adapter"] is None
-    assert Store(db).migrate() == []  # idempotent
-    columns = {c["name"] for c in new.sa.inspect(new.engine).get_columns("feedback")}
-    assert columns >= {"source", "event_id"}
 
 
 def test_verdicts_are_appended_and_disagreements_found(db, policy):

@@ -320,3 +320,142 @@ def export_feedback(store: Store, out: str | Path, fmt: str = "jsonl") -> int:
     else:
         raise ConfigError(f"unknown export format '{fmt}' (use jsonl or parquet)")
     return len(rows)
+
+
+# --------------------------------------------------------------------------- reviewer decisions
+# A reviewer's decision is a label the loop learns from and an action the platform takes, so it is
+# checked against the policy before it is stored (the review UI and any other client call this):
+# a contradictory decision ("HATE, allow" without saying why) is refused, not recorded.
+
+# Why a violation may stay up: the reviewer must name one of these to allow a violating category.
+EXCEPTION_REASONS: dict[str, str] = {
+    "news_or_education": "newsworthy, documentary or educational context",
+    "satire_or_art": "satire, art or fiction",
+    "counter_speech": "condemns or counters the violation it shows",
+    "policy_exception": "an exception the policy text itself makes",
+}
+# Every reason code an override may carry (the exception reasons included).
+REASON_CODES: dict[str, str] = {
+    "wrong_category": "the model named the wrong category",
+    "not_violating": "nothing in the video violates the policy",
+    "missed_violation": "the model missed a violation",
+    "too_strict": "the policy action is too strict for this case",
+    "too_lenient": "the policy action is too lenient for this case",
+    "needs_context": "the decision depends on context the model lacked",
+    **EXCEPTION_REASONS,
+    "policy_gap": "the policy does not cover this case",
+    "other": "other (say why in the note)",
+}
+# What a reviewer may decide: 'review' would hand the item back to a human, so it is not a decision.
+FINAL_DECISIONS = (Decision.ALLOW, Decision.RESTRICT, Decision.BLOCK)
+
+
+def check_decision(policy: Policy, category: str, decision: Decision | str | None, reason_code: str) -> Decision:
+    """Validate a reviewer's decision against the policy; returns the decision (the policy action when None).
+
+    Raises:
+        InputError: the category is unknown; the decision is not allow/restrict/block; the benign class
+            is restricted or blocked; or a violating category is allowed without an exception reason
+            (one of :data:`EXCEPTION_REASONS`).
+    """
+    cat = policy.find(category) if category else None
+    if cat is None:
+        raise InputError(
+            f"unknown category {category!r}: pick one of policy {policy.version} ({', '.join(policy.codes())})"
+        )
+    try:
+        chosen = cat.action if decision is None or str(decision) == "" else Decision(decision)
+    except ValueError:
+        raise InputError(f"unknown decision {decision!r}: use allow, restrict or block") from None
+    if chosen not in FINAL_DECISIONS:
+        raise InputError(
+            f"'{chosen}' is not a decision a reviewer can record: choose allow, restrict or block "
+            "(to leave the item to someone else, skip it)"
+        )
+    if cat.code == policy.benign and chosen is not Decision.ALLOW:
+        raise InputError(
+            f"{cat.code} is the benign class and is always allowed: to {chosen} this video, "
+            "name the category it violates"
+        )
+    if cat.code != policy.benign and chosen is Decision.ALLOW and reason_code not in EXCEPTION_REASONS:
+        raise InputError(
+            f"{cat.code} is a violation (policy action: {cat.action}); allowing it needs an exception reason "
+            f"({', '.join(EXCEPTION_REASONS)}). If nothing violates the policy, choose {policy.benign} instead"
+        )
+    return chosen
+
+
+def decision_event_id(sample_id: str, verdict_id: int, author: str, amendment: str = "") -> str:
+    """The event id of a reviewer's decision on one verdict of a sample.
+
+    The first decision of a reviewer on a verdict has a fixed id, so the store's unique ``event_id``
+    keeps it to one per item, reviewer and verdict even when two requests race (a double click, two
+    app instances). An amendment gets its own id (``amendment`` is its time stamp).
+    """
+    key = f"{sample_id}|{verdict_id}|{author}|{amendment}"
+    prefix = "amend-" if amendment else "decision-"
+    return prefix + hashlib.sha256(key.encode("utf-8")).hexdigest()[:40]
+
+
+def prior_decision(store: Store, sample_id: str, verdict_id: int, author: str) -> FeedbackEvent | None:
+    """The decision ``author`` already recorded on this verdict of the sample, if any."""
+    t = store.table("feedback")
+    query = store.sa.select(t).where(t.c.event_id == decision_event_id(sample_id, verdict_id, author))
+    with store.engine.connect() as conn:
+        row = conn.execute(query).first()
+    return event_from_row(dict(row._mapping)) if row is not None else None
+
+
+def record_decision(
+    store: Store,
+    policy: Policy,
+    *,
+    sample_id: str,
+    verdict_id: int,
+    author: str,
+    category: str,
+    decision: Decision | str | None,
+    reason_code: str,
+    note: str = "",
+    source: str = "",
+    amend: bool = False,
+) -> FeedbackEvent:
+    """Validate and store a reviewer decision on verdict ``verdict_id``; returns the stored event.
+
+    One decision per item, reviewer and verdict: a second one is refused unless ``amend`` is set
+    (the amendment is stored as a new event; history is never rewritten).
+
+    Raises:
+        InputError: the decision contradicts the policy (see :func:`check_decision`), or the reviewer
+            already decided this verdict and did not ask to amend.
+    """
+    chosen = check_decision(policy, category, decision, reason_code)
+    now = datetime.now(UTC)
+    first_id = decision_event_id(sample_id, verdict_id, author)
+    event_id = first_id
+    if amend and prior_decision(store, sample_id, verdict_id, author) is not None:
+        event_id = decision_event_id(sample_id, verdict_id, author, amendment=now.isoformat())
+    reason = reason_code + (f": {note.strip()}" if note.strip() else "")
+    event = FeedbackEvent(
+        sample_id=sample_id,
+        kind=FeedbackKind.REVIEWER_DECISION,
+        category=category,
+        decision=chosen,
+        reason=reason,
+        author=author,
+        created_at=now,
+        event_id=event_id,
+        source=source,
+    ).resolved(policy)
+    try:
+        stored = add_feedback(store, event, policy)
+    except store.sa.exc.IntegrityError:
+        stored = False  # a concurrent request inserted the same decision id first
+    if not stored:
+        before = prior_decision(store, sample_id, verdict_id, author)
+        what = f"{before.category} / {before.decision}" if before is not None else "a decision"
+        raise InputError(
+            f"{author} already recorded {what} on this verdict of {sample_id}: tick 'amend my decision' "
+            "to record a new one"
+        )
+    return event
