@@ -10,7 +10,8 @@ import click
 from kuaimod_open.cli.feedback import db_option
 from kuaimod_open.cli.options import store_policy_path
 from kuaimod_open.errors import ConfigError
-from kuaimod_open.ingest.sample import discover_inputs
+from kuaimod_open.ingest.keys import video_inputs
+from kuaimod_open.ingest.sample import VIDEO_EXTENSIONS
 from kuaimod_open.judge.policy import load_policy
 from kuaimod_open.loop.store import Store
 
@@ -20,6 +21,10 @@ _POLICY = click.option(
     default=None,
     help="Policy whose categories and match settings apply [default: the store's active policy].",
 )
+
+
+def _videos(inputs: tuple[Path, ...]) -> list[Path]:
+    return [path for path, _ in video_inputs(inputs, VIDEO_EXTENSIONS)]
 
 
 @click.group("bank")
@@ -65,7 +70,7 @@ def add_cmd(
 
     store = Store(db)
     pol = load_policy(store_policy_path(store, policy))
-    paths = discover_inputs(videos)
+    paths = _videos(videos)
     hashed = [(path, hash_video(path, HashConfig(fps=fps))) for path in paths]  # all decoded before any insert
     for path, hashes in hashed:
         entry_id = add_entry(
@@ -105,7 +110,7 @@ def match_cmd(videos: tuple[Path, ...], fps: float, index: str, db: str, policy:
     pol = load_policy(store_policy_path(store, policy))
     settings = pol.matching
     bank = load_bank(store, kind=index, max_distance=settings.max_distance)
-    for path in discover_inputs(videos):
+    for path in _videos(videos):
         found = bank.match(hash_video(path, HashConfig(fps=fps)), settings)
         click.echo(json.dumps({"video": str(path), "matches": list(matches_as_rows(found))}, ensure_ascii=False))
 
