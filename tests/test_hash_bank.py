@@ -250,6 +250,8 @@ def test_reviewer_block_banks_the_video_and_a_relabel_retires_it(clips, db_url, 
     assert entries(store) == [] and len(entries(store, include_retired=True)) == 1
     label("PLAGIARISM", "2026-01-03T00:00:00+00:00")  # restrict: banked again, under the new label
     assert [e.category for e, _ in entries(store)] == ["PLAGIARISM"]
+    label("PORN_VULGAR", "2026-01-01T00:00:00+00:00")  # the old decision again (a re-import): stored once, no effect
+    assert [e.category for e, _ in entries(store)] == ["PLAGIARISM"]
 
     off = _policy_with(policy, no_auto_bank=("MISINFO",))
     add_feedback(

@@ -9,8 +9,8 @@ never match; they stay for the audit trail.
 Entries come from three places:
 
 * ``kuaimod bank add VIDEO... --category CODE --decision DECISION`` (:func:`add_entry`);
-* a reviewer decision that blocks or restricts (:func:`on_label`, called by
-  :func:`kuaimod_open.loop.feedback.add_feedback`): the sample's stored hashes are banked, unless the
+* a reviewer decision that blocks or restricts (:func:`sync_labels`, called by ``add_feedback`` and
+  ``import_feedback`` in :mod:`kuaimod_open.loop.feedback`): the sample's stored hashes are banked, unless the
   policy's ``match.auto_bank`` is off or the category is in ``match.no_auto_bank``; a later label of
   the same sample (a relabel) retires the entry (and banks the new decision if it blocks/restricts);
 * ``kuaimod bank import FILE`` (:func:`import_bank`), the interchange format below.
@@ -175,42 +175,76 @@ def stored_hashes(store: Store, sample_id: str) -> VideoHashes | None:
     return VideoHashes.model_validate_json(raw) if raw else None
 
 
-def on_label(store: Store, event: Any, policy: Policy) -> str | None:
-    """Keep the bank in step with a reviewer decision or appeal outcome (a resolved FeedbackEvent).
+def sync_labels(store: Store, sample_ids: Sequence[str], policy: Policy) -> list[str]:
+    """Bring the bank in step with the current human label of each sample; returns new entry ids.
 
-    Any earlier active entry of the sample is retired when the new label differs from it (a
-    relabel); a label that blocks or restricts banks the sample's stored hashes, unless the policy
-    turns automatic banking off (for all, or for this category). Returns the new entry id, if any.
+    For each sample, its latest reviewer decision or appeal outcome is the label. Active entries of
+    the sample that disagree with it are retired (a relabel); a label that blocks or restricts banks
+    the sample's stored hashes, unless the policy turns automatic banking off (``match.auto_bank``,
+    or the category in ``match.no_auto_bank``). Reconciling from the current label, not from the
+    event, makes it idempotent: re-importing an old decision never re-banks what a relabel retired.
+    Only samples with stored hashes or active entries are looked at (cheap for bulk imports).
     """
+    if not sample_ids:
+        return []
+    sa = store.sa
+    samples, entries_t, feedback = store.table("samples"), store.table("bank_entries"), store.table("feedback")
+    wanted: set[str] = set()
+    with store.engine.connect() as conn:
+        for start in range(0, len(sample_ids), 500):
+            chunk = list(sample_ids[start : start + 500])
+            query = sa.select(samples.c.id).where(samples.c.id.in_(chunk), samples.c.hashes.is_not(None))
+            wanted.update(r[0] for r in conn.execute(query))
+            query = sa.select(entries_t.c.sample_id).where(
+                entries_t.c.sample_id.in_(chunk), entries_t.c.retired_at.is_(None)
+            )
+            wanted.update(r[0] for r in conn.execute(query))
+        latest: dict[str, Any] = {}
+        ordered = sorted(wanted)
+        for start in range(0, len(ordered), 500):
+            query = (
+                sa.select(feedback)
+                .where(
+                    feedback.c.sample_id.in_(ordered[start : start + 500]),
+                    feedback.c.kind.in_(["reviewer_decision", "appeal_outcome"]),
+                )
+                .order_by(feedback.c.id)
+            )
+            for row in conn.execute(query):
+                latest[row.sample_id] = row
+    return [e for sid in ordered if sid in latest and (e := _reconcile(store, latest[sid], policy)) is not None]
+
+
+def _reconcile(store: Store, label: Any, policy: Policy) -> str | None:
     t = store.table("bank_entries")
     with store.engine.connect() as conn:
         active = conn.execute(
             store.sa.select(t.c.id, t.c.category, t.c.decision).where(
-                t.c.sample_id == event.sample_id, t.c.retired_at.is_(None)
+                t.c.sample_id == label.sample_id, t.c.retired_at.is_(None)
             )
         ).all()
-    same = [r for r in active if r.category == event.category and r.decision == str(event.decision)]
+    same = [r for r in active if r.category == label.category and r.decision == label.decision]
     for row in active:
         if row not in same:
-            retire(store, entry_id=row.id, by=event.author, reason=f"relabelled {event.category}/{event.decision}")
+            retire(store, entry_id=row.id, by=label.author, reason=f"relabelled {label.category}/{label.decision}")
     settings = policy.matching
-    if same or event.decision not in (Decision.BLOCK, Decision.RESTRICT) or event.category is None:
+    if same or label.decision not in (Decision.BLOCK, Decision.RESTRICT) or label.category is None:
         return None
-    if not settings.auto_bank or event.category in settings.no_auto_bank or event.category == policy.benign:
+    if not settings.auto_bank or label.category in settings.no_auto_bank or policy.find(label.category) is None:
         return None
-    hashes = stored_hashes(store, event.sample_id)
+    hashes = stored_hashes(store, label.sample_id)
     if hashes is None or not hashes.usable():
         return None  # nothing to match on (a text-only sample, or one prepared without hashing)
     return add_entry(
         store,
         hashes,
-        category=event.category,
-        decision=event.decision,
+        category=label.category,
+        decision=label.decision,
         policy=policy,
-        source=f"review:{event.event_id}",
-        author=event.author,
-        sample_id=event.sample_id,
-        note=event.reason,
+        source=f"review:{label.event_id}",
+        author=label.author,
+        sample_id=label.sample_id,
+        note=label.reason or "",
     )
 
 
@@ -466,7 +500,7 @@ __all__ = [
     "import_bank",
     "load_bank",
     "matches_as_rows",
-    "on_label",
+    "sync_labels",
     "read_bank_file",
     "retire",
     "stored_hashes",

@@ -1,7 +1,7 @@
 """Known-content matching: banked videos with their PDQ frame hashes, and each sample's own hashes.
 
-Revision ID: m005_hash_bank
-Revises: m004_review_audit
+Revision ID: m006_hash_bank
+Revises: m005_review_queue
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "m005_hash_bank"
-down_revision = "m004_review_audit"
+revision = "m006_hash_bank"
+down_revision = "m005_review_queue"
 branch_labels = None
 depends_on = None
 
