@@ -74,6 +74,7 @@ tree = st.lists(
 
 @settings(SETTINGS, max_examples=60)  # each example writes a folder tree
 @given(tree)
+@example([(["0", "0"], "0", ".mp4"), (["0", "0"], "0", ".MOV")])  # found by this test: the folder was dropped
 def test_canonical_ids_do_not_depend_on_how_the_folder_is_spelled(files):
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)

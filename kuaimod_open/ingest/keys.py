@@ -230,8 +230,8 @@ def _disambiguate(found: Sequence[tuple[Path, str]]) -> list[tuple[Path, str]]:
         paths = [found[i][0] for i in members]
         common = Path(os.path.commonpath([str(p.parent) for p in paths]))
         qualified = [p.relative_to(common).with_suffix("").as_posix() for p in paths]
-        if len(set(qualified)) < len(qualified):  # same stem in one folder: a.mp4 and a.mov
-            qualified = [p.relative_to(common).as_posix() for p in paths]
+        if len(set(qualified)) < len(qualified):  # same stem in one folder: a.mp4 and a.mov keep their suffix
+            qualified = [sid + p.suffix for p in paths]
         for i, q in zip(members, qualified, strict=True):
             out[i] = (found[i][0], q)
     final = [sid for _, sid in out]
