@@ -343,9 +343,10 @@ def test_demo_seed_is_idempotent(ctx: h.ReviewContext, tmp_path: Path) -> None:
 
 
 def test_queue_says_why_and_ranks_by_the_best_confidence() -> None:
-    from kuaimod_open.app.queue import _reasons, shown_confidence, uncertainty
     from kuaimod_open.judge.policy import Decision
     from kuaimod_open.judge.verdict import ParseStatus, Provenance
+    from kuaimod_open.loop.queue import shown_confidence, uncertainty
+    from kuaimod_open.loop.queue import verdict_reasons as _reasons
 
     prov = Provenance(model="m", policy_version="1", policy_digest="d", prompt_digest="p", package_version="0")
 

@@ -90,6 +90,8 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise InputError(f"{path}:{number}: not UTF-8 text (bad byte at column {exc.start + 1})") from None
+            if number == 1:
+                text = text.removeprefix("\ufeff")  # a byte-order mark from Windows editors is not content
             if not text.strip():
                 continue
             try:

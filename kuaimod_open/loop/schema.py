@@ -166,3 +166,57 @@ class ReviewAuditRow(Base):
 
 
 metadata = Base.metadata
+
+
+class ReviewQueueRow(Base):
+    """What the review queue needs of each sample with a verdict, kept current on every write.
+
+    One row per sample, updated in the same transaction as the verdict or feedback that changes it
+    (:mod:`kuaimod_open.loop.queue`), so a queue page is an index range scan instead of parsing every
+    payload. ``pending`` (0/1) is queue membership; the sort columns all run in one direction so a
+    keyset cursor is one row-value comparison that the composite indexes answer (scanned backwards).
+    """
+
+    __tablename__ = "review_queue"
+
+    sample_id: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    verdict_id: Mapped[int] = mapped_column(sa.Integer)  # the sample's latest verdict
+    # Minus verdict_id: the urgency sorts run descending, and this makes the oldest verdict first among
+    # equals (first come, first served) while every key column still runs in one direction.
+    fifo_rank: Mapped[int] = mapped_column(sa.Integer)
+    verdict_at: Mapped[datetime] = mapped_column(TS)
+    decision: Mapped[str] = mapped_column(sa.String(16))
+    category: Mapped[str | None] = mapped_column(sa.String(64))
+    policy_version: Mapped[str] = mapped_column(sa.String(64))
+    self_confidence: Mapped[float | None] = mapped_column(sa.Float)  # what the verdict says (membership)
+    confidence: Mapped[float | None] = mapped_column(sa.Float)  # best available (calibrated > token > self)
+    uncertainty: Mapped[float] = mapped_column(sa.Float)
+    severity_rank: Mapped[int] = mapped_column(sa.Integer)  # -1 when the verdict names no known category
+    review_required: Mapped[bool] = mapped_column(sa.Boolean)  # decided 'review', unparsed or failed
+    why: Mapped[str] = mapped_column(sa.String(200), default="")  # the verdict's main reason, for the list
+    decided_at: Mapped[datetime | None] = mapped_column(TS)  # the latest human label
+    reports: Mapped[int] = mapped_column(sa.Integer, default=0)
+    open_reports: Mapped[int] = mapped_column(sa.Integer, default=0)  # reports after the latest label
+    pending: Mapped[int] = mapped_column(sa.SmallInteger)  # 1: in the queue
+    claimed_by: Mapped[str | None] = mapped_column(sa.String(200))
+    claim_expires: Mapped[datetime | None] = mapped_column(TS)
+
+    __table_args__ = (
+        sa.Index("ix_review_queue_uncertainty", "pending", "uncertainty", "severity_rank", "reports", "fifo_rank"),
+        sa.Index("ix_review_queue_severity", "pending", "severity_rank", "uncertainty", "reports", "fifo_rank"),
+        sa.Index("ix_review_queue_reports", "pending", "reports", "severity_rank", "uncertainty", "fifo_rank"),
+        sa.Index("ix_review_queue_oldest", "pending", "verdict_id"),
+        sa.Index(
+            "ix_review_queue_category", "pending", "category", "uncertainty", "severity_rank", "reports", "fifo_rank"
+        ),
+    )
+
+
+class StoreSettingRow(Base):
+    """Store-wide settings every process must agree on (e.g. the queue's low-confidence threshold)."""
+
+    __tablename__ = "store_settings"
+
+    name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(sa.Text)
+    updated_at: Mapped[datetime] = mapped_column(TS)
