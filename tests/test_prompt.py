@@ -100,3 +100,33 @@ def test_template_digest_changes_with_text(template):
     assert load_template(Path(template.source)).digest == template.digest
     changed = parse_template(Path(template.source).read_text(encoding="utf-8") + "\nBe brief.")
     assert changed.digest != template.digest
+
+
+def _example_json(system_text: str) -> str:
+    start = system_text.index("```json\n") + len("```json\n")
+    return system_text[start : system_text.index("```", start)]
+
+
+def test_a_model_copying_the_example_json_is_not_sent_below_min_confidence(policy, template):
+    # Small models often copy the schema's example values. A literal "confidence": 0.0 there put every
+    # such answer under the policy's min_confidence and into review (issue #18 item 4).
+    from kuaimod_open.judge.verdict import Provenance, parse_verdict
+
+    system, _ = build_messages(FROZEN, policy, template)
+    example = _example_json(system.text)
+    category_placeholder = example.split('"category": ')[1].split(",\n")[0]
+    copied = example.replace(category_placeholder, '"HATE"', 1)
+    prov = Provenance(model="m", policy_version="1", policy_digest="d", prompt_digest="p", package_version="0")
+    verdict = parse_verdict(f"```json\n{copied}```", policy, FROZEN, prov)
+    assert verdict.category == "HATE"
+    assert "low_confidence" not in verdict.flags
+    assert verdict.decision is policy.category("HATE").action
+
+
+def test_the_policy_comes_first_and_is_the_same_for_every_sample(policy, template):
+    # Prefix caching (vLLM --enable-prefix-caching, SGLang's radix cache) reuses the longest common prefix of
+    # prompts: the system message (policy and instructions) must not depend on the sample, and come first.
+    other = Sample(id="other", frames=FROZEN.frames[:1], title="别的标题", ocr="", asr="完全不同", comments=())
+    first, second = build_messages(FROZEN, policy, template), build_messages(other, policy, template)
+    assert first[0].role == "system" and first[0] == second[0]
+    assert policy.render() in first[0].text

@@ -99,11 +99,11 @@ def test_store_gets_every_verdict_exactly_once_across_a_crash_between_file_and_s
     real = feedback.record_verdict
     calls = {"n": 0}
 
-    def flaky(store_: Store, verdict: object) -> int:
+    def flaky(store_: Store, verdict: object, **kwargs: object) -> int:
         calls["n"] += 1
         if calls["n"] == 3:
             raise ConnectionError("database went away")
-        return real(store_, verdict)  # type: ignore[arg-type]
+        return real(store_, verdict, **kwargs)  # type: ignore[arg-type]
 
     backend = ScriptedBackend(default=verdict_json("HATE"))
     items = _items("a", "b", "c", "d", "e")

@@ -77,7 +77,8 @@ def precedents_group() -> None:
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def promote_cmd(db: str, policy: Path | None, embed: bool, progress: bool) -> None:
     """Turn reviewer decisions on stored samples into precedents (idempotent)."""
-    from kuaimod_open.loop.precedents import E5Embedder, promote_decisions
+    from kuaimod_open.core.embedding import E5Embedder
+    from kuaimod_open.loop.precedents import promote_decisions
 
     created = promote_decisions(
         Store(db),

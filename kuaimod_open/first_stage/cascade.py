@@ -154,7 +154,7 @@ def cascade_judge(
     """
     router, cascade = first_stage
     # Prepared samples already carry frames and OCR/ASR: the VLM call must not extract again.
-    infer = dataclasses.replace(moderation, extract=None)
+    infer = dataclasses.replace(moderation, extract=None, hashing=None)
 
     def judge(batch: list[Sample]) -> list[Verdict]:
         return run_cascade(

@@ -184,7 +184,7 @@ def _extracted(archive: Path) -> Path:
     import tempfile
     import zipfile
 
-    from kuaimod_open.ingest.extract import cache_root
+    from kuaimod_open.core.cache import cache_root
 
     stat = archive.stat()
     key = hashlib.sha256(f"{archive.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]

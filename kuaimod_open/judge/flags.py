@@ -19,14 +19,18 @@ class Flag(StrEnum):
 
     INJECTION_SUSPECTED = "injection_suspected"
     ERROR = "error"
+    TRUNCATED_ANSWER = "truncated_answer"
     UNPARSED = "unparsed"
     UNKNOWN_CATEGORY = "unknown_category"
     INCONSISTENT_CATEGORIES = "inconsistent_categories"
     LOW_CALIBRATED_CONFIDENCE = "low_calibrated_confidence"
     LOW_CONFIDENCE = "low_confidence"
+    REPAIRED_JSON = "repaired_json"
     UNCONFIRMED_MENTION = "unconfirmed_mention"
     UNCONFIRMED_BENIGN = "unconfirmed_benign"
     FLEXIBLE_PARSE = "flexible_parse"
+    KNOWN_CONTENT_REVIEW = "known_content_review"
+    KNOWN_CONTENT = "known_content"
     NO_VLM = "no_vlm"
     ESCALATED = "escalated"
     AUTO_ALLOW = "auto_allow"
@@ -37,14 +41,18 @@ class Flag(StrEnum):
 REVIEW_TEXT: dict[Flag, str] = {
     Flag.INJECTION_SUSPECTED: "injection suspected: the video's text tries to instruct the judge",
     Flag.ERROR: "error: the video or the model call failed",
+    Flag.TRUNCATED_ANSWER: "cut off: the answer hit the token limit before it was finished",
     Flag.UNPARSED: "unparsed: the model's answer could not be read",
     Flag.UNKNOWN_CATEGORY: "unknown category: the answer names no category of the policy",
     Flag.INCONSISTENT_CATEGORIES: "inconsistent answer: benign and a violation at once",
     Flag.LOW_CALIBRATED_CONFIDENCE: "low confidence (calibrated) below the policy's minimum",
     Flag.LOW_CONFIDENCE: "low confidence below the policy's minimum",
+    Flag.REPAIRED_JSON: "malformed JSON verdict, repaired to read it: never allows on its own",
     Flag.UNCONFIRMED_MENTION: "loose answer: a category was mentioned, not stated as the label",
     Flag.UNCONFIRMED_BENIGN: "loose answer: benign recovered from free text",
     Flag.FLEXIBLE_PARSE: "answer recovered from free text, not the requested JSON",
+    Flag.KNOWN_CONTENT_REVIEW: "re-upload of a banked video whose category may not be decided by a match alone",
+    Flag.KNOWN_CONTENT: "re-upload of a banked video: decided by the hash match, no model call",
     Flag.NO_VLM: "escalated by the first stage, and no VLM is configured",
     Flag.ESCALATED: "escalated: the first stage was not sure",
     Flag.AUTO_ALLOW: "allowed by the first stage",
@@ -55,14 +63,18 @@ REVIEW_TEXT: dict[Flag, str] = {
 SHORT_TEXT: dict[Flag, str] = {
     Flag.INJECTION_SUSPECTED: "injection suspected",
     Flag.ERROR: "error",
+    Flag.TRUNCATED_ANSWER: "cut off",
     Flag.UNPARSED: "unparsed",
     Flag.UNKNOWN_CATEGORY: "unknown category",
     Flag.INCONSISTENT_CATEGORIES: "inconsistent answer",
     Flag.LOW_CALIBRATED_CONFIDENCE: "low confidence",
     Flag.LOW_CONFIDENCE: "low confidence",
+    Flag.REPAIRED_JSON: "repaired answer",
     Flag.UNCONFIRMED_MENTION: "loose answer",
     Flag.UNCONFIRMED_BENIGN: "loose answer",
     Flag.FLEXIBLE_PARSE: "loose answer",
+    Flag.KNOWN_CONTENT_REVIEW: "known content",
+    Flag.KNOWN_CONTENT: "known content",
     Flag.NO_VLM: "escalated",
     Flag.ESCALATED: "escalated",
     Flag.AUTO_ALLOW: "auto allow",

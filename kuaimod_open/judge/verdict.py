@@ -4,6 +4,9 @@ Model output is untrusted text. Parsing is tiered and never raises:
 
 1. ``ok`` – the last fenced ```json block (or the last bare JSON object) whose ``category`` is a
    policy code or tag;
+   ``repaired`` – the same, but the JSON was slightly broken (typographic quotes as delimiters, an
+   unescaped quote or a raw newline inside a string, a trailing comma) and was read through
+   ``json_repair``; such a verdict never allows on its own (flag ``repaired_json``);
 2. ``flexible`` – no usable JSON, but a label line (``类别：色情低俗``, ``Category: HATE``) or exactly
    one category named in the text;
 3. ``unparsed`` – nothing usable. Decision = review.
@@ -17,10 +20,12 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+import json_repair
 from pydantic import BaseModel, ConfigDict, Field
 
 from kuaimod_open.ingest.sample import Sample
@@ -32,6 +37,7 @@ class ParseStatus(StrEnum):
     """How the verdict was obtained from the model's text."""
 
     OK = "ok"
+    REPAIRED = "repaired"  # a JSON verdict that needed repair to be read; never allows on its own
     FLEXIBLE = "flexible"
     UNPARSED = "unparsed"
     ERROR = "error"  # the model (or the input) failed; there was no answer to parse
@@ -115,6 +121,12 @@ class Provenance(BaseModel):
     generate_digest: str | None = None
     calibration_digest: str | None = Field(default=None, description="sha256 prefix of the confidence calibration")
     frame_timestamps: list[float | None] = Field(default_factory=list)
+    sample_key: str | None = Field(
+        default=None, description="sha256 of the sample's id and content (kuaimod_open.ingest.keys.SampleKey.digest)"
+    )
+    content_digest: str | None = Field(
+        default=None, description="sha256 of the judged content: the video's bytes, or text and frames"
+    )
     package_version: str
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
@@ -172,9 +184,10 @@ _LABEL_LINE = re.compile(
 
 def parse_verdict(text: str, policy: Policy, sample: Sample, provenance: Provenance) -> Verdict:
     """Turn raw model text into a :class:`Verdict`. Never raises; garbage becomes ``unparsed`` → review."""
-    obj, json_start = _last_json_verdict(text, policy)
-    if obj is not None:
-        return _from_json(obj, text, json_start, policy, sample, provenance)
+    found = _last_json_verdict(text, policy)
+    if found is not None:
+        verdict = _from_json(found.obj, text, found.start, policy, sample, provenance)
+        return _repaired(verdict, found) if found.repaired else verdict
     flexible, labelled = _flexible_category(text, policy)
     if flexible is not None:
         decision = flexible.action
@@ -222,20 +235,62 @@ def error_verdict(sample_id: str, message: str, provenance: Provenance, *, stage
     )
 
 
-def _last_json_verdict(text: str, policy: Policy) -> tuple[dict[str, Any] | None, int]:
-    """The last JSON object in the text that names a known category, and where it starts."""
+@dataclass(frozen=True)
+class _Found:
+    """A JSON verdict located in the model's text."""
+
+    obj: dict[str, Any]
+    start: int
+    chunk: str
+    repaired: bool
+
+
+def _last_json_verdict(text: str, policy: Policy) -> _Found | None:
+    """The last JSON object in the text that names a known category (repaired if it must be), and where it starts."""
     fences = list(_FENCED.finditer(text))
     candidates: list[tuple[int, str]] = [(m.start(), m.group(1)) for m in fences]
     # A bare object inside a fence is the same answer; keep the fence so the rationale ends before it.
     candidates += [(at, obj) for at, obj in _bare_objects(text) if not any(f.start() <= at < f.end() for f in fences)]
     for start, chunk in sorted(candidates, key=lambda c: c[0], reverse=True):
+        repaired = False
         try:
             obj = json.loads(chunk.strip())
         except (json.JSONDecodeError, RecursionError):
-            continue
+            obj, repaired = _repair(chunk), True
         if isinstance(obj, dict) and _category_of(obj, policy) is not None:
-            return obj, start
-    return None, -1
+            return _Found(obj, start, chunk, repaired)
+    return None
+
+
+def _repair(chunk: str) -> Any:
+    """``chunk`` read by ``json_repair`` (None when nothing object-like comes out)."""
+    if "{" not in chunk:
+        return None
+    try:
+        return json_repair.repair_json(chunk.strip(), return_objects=True)
+    except (ValueError, RecursionError):  # the library promises not to raise; a bug there must not sink a batch
+        return None
+
+
+# A key naming the category (not "other_categories"), in ASCII or typographic quotes, before a colon.
+_CATEGORY_KEY = re.compile(r"(?<![A-Za-z_])(?:category|tag|label)(?![A-Za-z_])[\s\"'“”‘’]*[:：]", re.IGNORECASE)
+
+
+def _repaired(verdict: Verdict, found: _Found) -> Verdict:
+    """Fail safe with a repaired answer: it never allows on its own, and acts only when it is unambiguous.
+
+    The category the repair read must appear verbatim in the broken text, under exactly one category
+    key: quotes gone wrong could otherwise let a quoted caption (attacker text) supply a second key.
+    """
+    flags = [*verdict.flags, Flag.REPAIRED_JSON]
+    decision = verdict.decision
+    keys = len(_CATEGORY_KEY.findall(found.chunk))
+    verbatim = verdict.category is not None and (
+        verdict.category in found.chunk or (verdict.tag is not None and verdict.tag in found.chunk)
+    )
+    if decision is Decision.ALLOW or keys != 1 or not verbatim:
+        decision = Decision.REVIEW
+    return verdict.model_copy(update={"status": ParseStatus.REPAIRED, "decision": decision, "flags": flags})
 
 
 def _bare_objects(text: str) -> list[tuple[int, str]]:

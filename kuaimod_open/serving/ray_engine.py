@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from kuaimod_open._lazy import require
 from kuaimod_open.first_stage.cascade import FirstStage, cascade_judge
+from kuaimod_open.first_stage.match import MatchStage, matching_judge, vlm_judge
 from kuaimod_open.ingest.manifest import WorkItem
 from kuaimod_open.ingest.sample import Sample
 from kuaimod_open.judge.backends import get_backend
@@ -81,12 +82,16 @@ class ModelActor:
         template: Template,
         config: ModerationConfig,
         first_stage: FirstStage | None = None,
+        match: MatchStage | None = None,
     ) -> None:
         self.backend, self.policy, self.template = spec.build(), policy, template
-        self.config = dataclasses.replace(config, extract=None)  # rows arrive prepared
+        self.config = dataclasses.replace(config, extract=None, hashing=None)  # rows arrive prepared
         self.judge: Callable[[list[Sample]], list[Verdict]] | None = None
         if first_stage is not None:
             self.judge = cascade_judge(first_stage.load(), policy, self.backend, template, self.config)
+        if match is not None:  # the hash bank first: a banked re-upload never reaches the model
+            inner = self.judge or vlm_judge(policy, self.backend, template, self.config)
+            self.judge = matching_judge(match, inner)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         """One batch of rows in, one verdict JSON line per row out."""
@@ -119,18 +124,20 @@ def run_ray_job(
     ray_config: RayConfig | None = None,
     first_stage: FirstStage | None = None,
     *,
+    match: MatchStage | None = None,
     store: Store | None = None,
 ) -> JobSummary:
     """Moderate ``items`` into ``out`` with Ray Data; resumable exactly like :func:`runner.run_job`.
 
     With ``first_stage``, each model actor runs the cascade: the router decides the clear cases and
-    only the rest reach the actor's model. With ``store``, the driver records every prepared sample
-    and verdict there too.
+    only the rest reach the actor's model. With ``match`` (a snapshot of the hash bank), each actor
+    decides banked re-uploads first, without the model. With ``store``, the driver records every
+    prepared sample and verdict there too.
     """
     ray = require("ray", extra="ray", purpose="--engine ray")
     out, config = Path(out), config or ModerationConfig()
     runner, ray_config = runner or RunnerConfig(), ray_config or RayConfig()
-    with VerdictWriter(out, store=store, progress=runner.progress) as writer:
+    with VerdictWriter(out, store=store, policy=policy, progress=runner.progress) as writer:
         todo = writer.pending(items, key=lambda item: item.sample.id)
         summary = writer.summary
         summary.engine = "ray"
@@ -159,6 +166,7 @@ def run_ray_job(
                     "template": template,
                     "config": config,
                     "first_stage": first_stage,
+                    "match": match,
                 },
                 batch_size=max(1, config.generate.batch_size),
                 concurrency=ray_config.model_actors,

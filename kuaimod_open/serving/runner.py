@@ -10,11 +10,12 @@ job goes on.
 
 from __future__ import annotations
 
-import dataclasses
+import hashlib
 import os
+import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -22,28 +23,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kuaimod_open.errors import ConfigError, KuaimodError
+from kuaimod_open.first_stage.match import Judge, vlm_judge
+from kuaimod_open.ingest.keys import key_for, safe_suffix, stored_name
 from kuaimod_open.ingest.manifest import WorkItem
 from kuaimod_open.ingest.sample import Sample
 from kuaimod_open.judge.backends.base import Backend
-from kuaimod_open.judge.pipeline import (
-    ModelIdentity,
-    ModerationConfig,
-    PrecedentLookup,
-    artifact_name,
-    moderate,
-    prepare,
-    provenance_for,
-)
+from kuaimod_open.judge.pipeline import ModelIdentity, ModerationConfig, PrecedentLookup, prepare, provenance_for
 from kuaimod_open.judge.policy import Policy
 from kuaimod_open.judge.prompt import Template
-from kuaimod_open.judge.verdict import Stage, Verdict, error_verdict
+from kuaimod_open.judge.verdict import Stage, error_verdict
 from kuaimod_open.serving.writer import JobSummary, VerdictWriter, write_parquet
 
 if TYPE_CHECKING:
     from kuaimod_open.loop.store import Store
-
-# Judges a batch of prepared samples (frames and text in place): one verdict per sample, in order.
-Judge = Callable[[list[Sample]], list[Verdict]]
 
 # A remote video larger than this is refused rather than filling the disk (override per job).
 MAX_DOWNLOAD_BYTES = 2 << 30
@@ -64,23 +56,6 @@ class RunnerConfig:
     judge_batch: int | None = None
 
 
-def vlm_judge(
-    policy: Policy,
-    backend: Backend,
-    template: Template,
-    config: ModerationConfig,
-    precedents: PrecedentLookup | None = None,
-) -> Judge:
-    """The plain judge: every prepared sample goes to the VLM."""
-    # Prepared samples already carry frames and text: inference must not extract again.
-    infer = dataclasses.replace(config, extract=None)
-
-    def judge(batch: list[Sample]) -> list[Verdict]:
-        return list(moderate(batch, policy, backend, template, infer, precedents=precedents))
-
-    return judge
-
-
 # --------------------------------------------------------------------------- worker side
 
 
@@ -94,21 +69,30 @@ class Prepared:
     seconds: float
 
 
-def fetch(url: str, dst: Path, max_bytes: int = MAX_DOWNLOAD_BYTES, timeout: float = 60.0) -> Path:
-    """Download ``url`` to ``dst`` (write-then-rename), refusing files larger than ``max_bytes``."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + f".{os.getpid()}.part")
-    got = 0
-    with urllib.request.urlopen(url, timeout=timeout) as response, tmp.open("wb") as out:  # noqa: S310 (schemes checked)
-        while chunk := response.read(1 << 20):
-            got += len(chunk)
-            if got > max_bytes:
-                out.close()
-                tmp.unlink(missing_ok=True)
-                raise KuaimodError(f"{url}: larger than the {max_bytes} byte limit")
-            out.write(chunk)
-    os.replace(tmp, dst)
-    return dst
+def fetch(url: str, folder: Path, max_bytes: int = MAX_DOWNLOAD_BYTES, timeout: float = 60.0) -> tuple[Path, str]:
+    """Download ``url`` into ``folder``, named by its content (:func:`kuaimod_open.ingest.keys.stored_name`).
+
+    Returns the file and its sha256. The bytes go to a private temporary file first and are renamed
+    into place, so concurrent downloads never see each other's partial files; identical content is
+    stored once. Files larger than ``max_bytes`` are refused.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=".part-")
+    tmp = Path(tmp_name)
+    got, h = 0, hashlib.sha256()
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, os.fdopen(fd, "wb") as out:  # noqa: S310 (schemes checked)
+            while chunk := response.read(1 << 20):
+                got += len(chunk)
+                if got > max_bytes:
+                    raise KuaimodError(f"{url}: larger than the {max_bytes} byte limit")
+                h.update(chunk)
+                out.write(chunk)
+        dst = folder / stored_name(h.hexdigest(), safe_suffix(url.split("?")[0]) or ".mp4")
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dst, h.hexdigest()
 
 
 def prepare_item(item: WorkItem, config: ModerationConfig, max_download_bytes: int = MAX_DOWNLOAD_BYTES) -> Prepared:
@@ -117,9 +101,8 @@ def prepare_item(item: WorkItem, config: ModerationConfig, max_download_bytes: i
     sample = item.sample
     try:
         if item.url is not None:
-            suffix = Path(item.url.split("?")[0]).suffix[:8] or ".mp4"
-            dst = config.frames_dir / "_downloads" / f"{artifact_name(sample.id)}{suffix}"
-            sample = sample.model_copy(update={"video": fetch(item.url, dst, max_download_bytes)})
+            video, content = fetch(item.url, config.frames_dir / "_downloads", max_download_bytes)
+            sample = sample.model_copy(update={"video": video, "key": key_for(sample.id, content)})
         ready = prepare(sample, config)
         return Prepared(sample.id, ready, None, time.perf_counter() - started)
     except KuaimodError as exc:
@@ -161,7 +144,7 @@ def run_job(
     identity = backend if backend is not None else model
     if identity is None:
         raise ConfigError("run_job without a backend needs `model` (what decided, for provenance)")
-    with VerdictWriter(out, store=store, progress=runner.progress, desc=desc) as writer:
+    with VerdictWriter(out, store=store, policy=policy, progress=runner.progress, desc=desc) as writer:
         todo = writer.pending(items, key=lambda item: item.sample.id)
         summary = writer.summary
         summary.workers = runner.workers
@@ -242,4 +225,4 @@ def _prepared(
                 queue.append(item)
 
 
-__all__ = ["Judge", "Prepared", "RunnerConfig", "fetch", "prepare_item", "run_job", "vlm_judge"]
+__all__ = ["Judge", "Prepared", "RunnerConfig", "fetch", "prepare_item", "run_job"]

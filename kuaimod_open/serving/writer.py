@@ -153,6 +153,7 @@ class VerdictWriter:
     Args:
         out: the JSONL verdict file.
         store: also record each prepared sample and verdict in this feedback store.
+        policy: the policy that judged (ranks the verdicts' severity in the store's review queue).
         unique: batch jobs (True) skip and refuse ids already written; the online service (False)
             may judge the same id again (a re-upload) and logs every verdict it serves.
         progress: show a bar over the ids :meth:`pending` returns.
@@ -164,12 +165,14 @@ class VerdictWriter:
         out: str | Path,
         *,
         store: Store | None = None,
+        policy: Policy | None = None,
         unique: bool = True,
         progress: bool = False,
         desc: str = "moderating",
     ) -> None:
         self.out = Path(out)
         self.store = store
+        self.policy = policy
         self.unique = unique
         self.summary = JobSummary()
         self.done: set[str] = set()
@@ -257,7 +260,7 @@ class VerdictWriter:
             os.fsync(self._handle.fileno())
             self.done.add(verdict.sample_id)
             if self.store is not None:
-                record_verdict(self.store, verdict)
+                record_verdict(self.store, verdict, policy=self.policy)
             self.summary.add(verdict)
             self._bar.update()
         return True
@@ -272,7 +275,7 @@ class VerdictWriter:
             return
         verdict = Verdict.model_validate_json(last)
         if not has_verdict(self.store, verdict):
-            record_verdict(self.store, verdict)
+            record_verdict(self.store, verdict, policy=self.policy)
 
     # ------------------------------------------------------------------ after the run
 
