@@ -116,8 +116,12 @@ def test_cli_update_router_history_and_rollback(store, policy, tmp_path):
     assert "rejected" in out.output
     hist = runner.invoke(cli, ["history", "router", "--db", db]).output
     assert "active" in hist and "rejected" in hist
-    out = runner.invoke(cli, ["rollback", "router", "--to", history(store, "router")[1].name, "--db", db])
+    rejected = history(store, "router")[1].name
+    refused = runner.invoke(cli, ["rollback", "router", "--to", rejected, "--db", db])
+    assert refused.exit_code != 0 and "rejected by the evaluation gate" in str(refused.exception)
+    assert active(store, "router").name != rejected  # a version the gate rejected needs --force
+    out = runner.invoke(cli, ["rollback", "router", "--to", rejected, "--force", "--db", db])
     assert out.exit_code == 0, out.output
-    assert active(store, "router").name == history(store, "router")[1].name
+    assert active(store, "router").name == rejected
     bad = runner.invoke(cli, [*args, str(tmp_path / "routers"), "--features", "tfidf,bogus", "--force"])
     assert bad.exit_code != 0 and "bogus" in bad.output

@@ -12,6 +12,7 @@ import click
 
 from kuaimod_open.cli.evaluate import data_options, router_option
 from kuaimod_open.cli.options import backend_options, build_backend, frame_options, load_policy_and_template
+from kuaimod_open.core.progress import track
 from kuaimod_open.errors import ConfigError, PolicyError
 from kuaimod_open.evaluation.policy_diff import Predictor, diff_policies, render_diff
 from kuaimod_open.ingest.benchmark import load_eval_data, sample_from_row
@@ -177,7 +178,8 @@ def _router_predictor(path: Path) -> Predictor:
 
 def _vlm_predictor(backend: Any, template: Template, config: ModerationConfig) -> Predictor:
     def predict(samples: Sequence[Sample], policy: Policy) -> list[Verdict]:
-        return list(moderate(samples, policy, backend, template, config))
+        verdicts = moderate(samples, policy, backend, template, config)
+        return list(track(verdicts, total=len(samples), desc=f"policy {policy.version}", unit="video"))
 
     return predict
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import click
@@ -9,8 +10,10 @@ import click
 from kuaimod_open.cli.feedback import db_option
 from kuaimod_open.cli.options import backend_options, gate_options, store_policy_option, store_policy_path
 from kuaimod_open.cli.router import feature_names, features_option
+from kuaimod_open.ingest.sample import Sample
 from kuaimod_open.judge.backends.base import GenerateConfig
-from kuaimod_open.judge.policy import load_policy
+from kuaimod_open.judge.policy import Policy, load_policy
+from kuaimod_open.judge.verdict import Verdict
 from kuaimod_open.loop.gate import GateConfig
 from kuaimod_open.loop.store import Store
 
@@ -71,7 +74,7 @@ def update_policy_cmd(
     store = Store(db)
     base_path = store_policy_path(store, policy)
     base = load_policy(base_path)
-    predictor = None
+    predictor: Callable[[Sequence[Sample], Policy], list[Verdict]] | None = None
     if router is not None:
         from kuaimod_open.first_stage.router import load_router
 
@@ -85,7 +88,14 @@ def update_policy_cmd(
         vlm = build_backend(backend, model, adapter, device, dtype, base_url, api_key, batch_size)
         template = load_template()
         run_config = ModerationConfig(generate=GenerateConfig(max_new_tokens=max_new_tokens, batch_size=batch_size))
-        predictor = lambda samples, pol: list(moderate(samples, pol, vlm, template, run_config))  # noqa: E731
+        from kuaimod_open.core.progress import track
+
+        def vlm_predictor(samples: Sequence[Sample], pol: Policy) -> list[Verdict]:
+            verdicts = moderate(samples, pol, vlm, template, run_config)
+            return list(track(verdicts, total=len(samples), desc=f"gate: policy {pol.version}", unit="video"))
+
+        predictor = vlm_predictor
+
     benchmark = load_eval_data(data)[0] if data else []
     golden = golden_set(store, base, benchmark)
     result = update_policy(store, base_path, versions_dir, predictor=predictor, golden=golden, gate_config=gate)
