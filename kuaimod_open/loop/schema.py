@@ -56,6 +56,7 @@ class SampleRow(Base):
     frames: Mapped[str] = mapped_column(sa.Text, default="[]")  # JSON list of Frame
     label: Mapped[str | None] = mapped_column(sa.String(64))
     created_at: Mapped[datetime] = mapped_column(TS)
+    hashes: Mapped[str | None] = mapped_column(sa.Text)  # JSON VideoHashes (PDQ frames), for the hash bank
 
 
 class VerdictRow(Base):
@@ -165,4 +166,93 @@ class ReviewAuditRow(Base):
     created_at: Mapped[datetime] = mapped_column(TS)
 
 
+class BankEntryRow(Base):
+    """A banked video (:mod:`kuaimod_open.loop.bank`): the decision a person took on it; retired entries never match."""
+
+    __tablename__ = "bank_entries"
+
+    id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    sample_id: Mapped[str | None] = mapped_column(sa.String(200), index=True)
+    video: Mapped[str | None] = mapped_column(sa.Text)
+    category: Mapped[str] = mapped_column(sa.String(64))
+    decision: Mapped[str] = mapped_column(sa.String(16))
+    source: Mapped[str] = mapped_column(sa.String(200), default="")
+    author: Mapped[str] = mapped_column(sa.String(200), default="")
+    note: Mapped[str] = mapped_column(sa.Text, default="")
+    fps: Mapped[float] = mapped_column(sa.Float)
+    duration: Mapped[float | None] = mapped_column(sa.Float)
+    created_at: Mapped[datetime] = mapped_column(TS)
+    retired_at: Mapped[datetime | None] = mapped_column(TS)
+    retired_by: Mapped[str | None] = mapped_column(sa.String(200))
+    retired_reason: Mapped[str | None] = mapped_column(sa.Text)
+
+
+class BankHashRow(Base):
+    """One frame of a banked video: PDQ hash (64 hex), quality, timestamp, and its mirror image's hash."""
+
+    __tablename__ = "bank_hashes"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    entry_id: Mapped[str] = mapped_column(sa.String(64), index=True)
+    position: Mapped[int] = mapped_column(sa.Integer)
+    timestamp: Mapped[float] = mapped_column(sa.Float)
+    quality: Mapped[int] = mapped_column(sa.Integer)
+    pdq: Mapped[str] = mapped_column(sa.String(64))
+    mirror: Mapped[str | None] = mapped_column(sa.String(64))
+
+
 metadata = Base.metadata
+
+
+class ReviewQueueRow(Base):
+    """What the review queue needs of each sample with a verdict, kept current on every write.
+
+    One row per sample, updated in the same transaction as the verdict or feedback that changes it
+    (:mod:`kuaimod_open.loop.queue`), so a queue page is an index range scan instead of parsing every
+    payload. ``pending`` (0/1) is queue membership; the sort columns all run in one direction so a
+    keyset cursor is one row-value comparison that the composite indexes answer (scanned backwards).
+    """
+
+    __tablename__ = "review_queue"
+
+    sample_id: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    verdict_id: Mapped[int] = mapped_column(sa.Integer)  # the sample's latest verdict
+    # Minus verdict_id: the urgency sorts run descending, and this makes the oldest verdict first among
+    # equals (first come, first served) while every key column still runs in one direction.
+    fifo_rank: Mapped[int] = mapped_column(sa.Integer)
+    verdict_at: Mapped[datetime] = mapped_column(TS)
+    decision: Mapped[str] = mapped_column(sa.String(16))
+    category: Mapped[str | None] = mapped_column(sa.String(64))
+    policy_version: Mapped[str] = mapped_column(sa.String(64))
+    self_confidence: Mapped[float | None] = mapped_column(sa.Float)  # what the verdict says (membership)
+    confidence: Mapped[float | None] = mapped_column(sa.Float)  # best available (calibrated > token > self)
+    uncertainty: Mapped[float] = mapped_column(sa.Float)
+    severity_rank: Mapped[int] = mapped_column(sa.Integer)  # -1 when the verdict names no known category
+    review_required: Mapped[bool] = mapped_column(sa.Boolean)  # decided 'review', unparsed or failed
+    why: Mapped[str] = mapped_column(sa.String(200), default="")  # the verdict's main reason, for the list
+    decided_at: Mapped[datetime | None] = mapped_column(TS)  # the latest human label
+    reports: Mapped[int] = mapped_column(sa.Integer, default=0)
+    open_reports: Mapped[int] = mapped_column(sa.Integer, default=0)  # reports after the latest label
+    pending: Mapped[int] = mapped_column(sa.SmallInteger)  # 1: in the queue
+    claimed_by: Mapped[str | None] = mapped_column(sa.String(200))
+    claim_expires: Mapped[datetime | None] = mapped_column(TS)
+
+    __table_args__ = (
+        sa.Index("ix_review_queue_uncertainty", "pending", "uncertainty", "severity_rank", "reports", "fifo_rank"),
+        sa.Index("ix_review_queue_severity", "pending", "severity_rank", "uncertainty", "reports", "fifo_rank"),
+        sa.Index("ix_review_queue_reports", "pending", "reports", "severity_rank", "uncertainty", "fifo_rank"),
+        sa.Index("ix_review_queue_oldest", "pending", "verdict_id"),
+        sa.Index(
+            "ix_review_queue_category", "pending", "category", "uncertainty", "severity_rank", "reports", "fifo_rank"
+        ),
+    )
+
+
+class StoreSettingRow(Base):
+    """Store-wide settings every process must agree on (e.g. the queue's low-confidence threshold)."""
+
+    __tablename__ = "store_settings"
+
+    name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(sa.Text)
+    updated_at: Mapped[datetime] = mapped_column(TS)

@@ -52,8 +52,22 @@ class Store:
         from kuaimod_open.loop import schema  # imports sqlalchemy: only once the extra is known to be there
 
         self.metadata = schema.metadata
+        self.cache: dict[str, Any] = {}  # per-process derived data (e.g. the queue's policy); never persisted
         if migrate:
             self.migrate(until=until)
+
+    @classmethod
+    def describing(cls, engine: Any) -> Store:
+        """A store over an engine that is already set up (a migration's), neither tuned nor migrated.
+
+        Revisions use it to call the store's own functions on their connection.
+        """
+        from kuaimod_open.loop import schema
+
+        store = cls.__new__(cls)
+        store.sa = require("sqlalchemy", extra="store", purpose="the feedback store")
+        store.url, store.engine, store.metadata, store.cache = str(engine.url), engine, schema.metadata, {}
+        return store
 
     def _tune_sqlite(self) -> None:
         sa = self.sa
