@@ -156,7 +156,8 @@ def test_moderate_command_with_router_uses_the_real_vlm_for_escalated_rows(
     routed = [x for x in lines if x["stage"] == "router"]
     assert vlm and routed  # both stages decided something
     # the tiny random model cannot answer: escalated rows go to review, never allow
-    assert all(x["status"] == "unparsed" and x["decision"] == "review" and "escalated" in x["flags"] for x in vlm)
+    assert all(x["decision"] == "review" and "escalated" in x["flags"] for x in vlm)
+    assert all(x["status"] == "unparsed" or "truncated_answer" in x["flags"] for x in vlm)
     assert all(x["provenance"]["model"].startswith("router:router@") for x in routed)
     assert "stage" in result.output and "router=" in result.output
     overlapping = ["--out", str(tmp_path / "w.jsonl"), "--allow-below", "1.0", "--flag-at", "0.1"]
