@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kuaimod_open.core.embedding import Embedder
 from kuaimod_open.errors import KuaimodError
 from kuaimod_open.ingest.sample import Sample
 from kuaimod_open.judge.policy import Decision, Policy, default_policy_path
 from kuaimod_open.judge.verdict import Verdict
 from kuaimod_open.loop.feedback import FeedbackEvent, FeedbackKind, add_feedback, stored_samples
-from kuaimod_open.loop.precedents import Embedder, add_precedent
+from kuaimod_open.loop.precedents import add_precedent
 from kuaimod_open.loop.registry import active_policy
 from kuaimod_open.loop.store import Store
 
@@ -69,7 +70,7 @@ class ReviewContext:
     def embedder(self) -> Embedder | None:
         """The precedent embedder, when configured (loaded once)."""
         if self.config.use_embedder and self._embedder is None:
-            from kuaimod_open.loop.precedents import E5Embedder
+            from kuaimod_open.core.embedding import E5Embedder
 
             self._embedder = E5Embedder()
         return self._embedder

@@ -64,7 +64,8 @@ def test_manifests_in_csv_jsonl_and_parquet_read_the_same(tmp_path):
         a, b, c = load_manifest(tmp_path / name)
         assert a.sample.video == tmp_path / "clips" / "a.mp4"  # relative to the manifest
         assert a.sample.comments == ("好看", "加我V") and a.sample.label == "正向" and a.url is None
-        assert b.url == "file:///srv/b.mp4" and b.sample.video is None and b.sample.comments == ("x", "y")
+        # a file:// URL is a local path, read in place (never fetched)
+        assert b.url is None and b.sample.video == Path("/srv/b.mp4") and b.sample.comments == ("x", "y")
         assert b.sample.ocr == "扫码"
         assert c.sample.video is None and c.sample.asr == "你好" and c.url is None, name
 
@@ -106,7 +107,9 @@ def test_parallel_job_one_verdict_each_failures_recorded_and_resume(policy, temp
     assert summary.written == 10 and summary.decisions == {"allow": 9, "review": 1} and len(summary.errors) == 1
     assert all(n <= 4 for n in backend.batches) and sum(backend.batches) == 9  # batched inference
     assert all(len(r.messages[1].images) == 3 for r in backend.history)  # first frame + 2
-    assert (tmp_path / "frames" / "_downloads" / "v005.mp4").is_file()
+    downloaded = json.loads(next(line for line in out.read_text().splitlines() if '"v005"' in line))
+    digest = downloaded["provenance"]["content_digest"]
+    assert (tmp_path / "frames" / "_downloads" / f"{digest}.mp4").is_file()
     manifest = json.loads((tmp_path / "out" / "v.jsonl.manifest.json").read_text())
     assert manifest["summary"]["workers"] == 2 and manifest["summary"]["written"] == 10
     import pyarrow.parquet as pq

@@ -293,7 +293,8 @@ def store_hooks(store: Any, policy: Any, precedents_k: int) -> dict[str, Any]:
         "on_verdict": lambda verdict: record_verdict(store, verdict),
     }
     if precedents_k:
-        from kuaimod_open.loop.precedents import E5Embedder, PrecedentIndex
+        from kuaimod_open.core.embedding import E5Embedder
+        from kuaimod_open.loop.precedents import PrecedentIndex
 
         index = PrecedentIndex(store, E5Embedder(), policy)
         hooks["precedents"] = lambda sample: index.lookup(sample, precedents_k)

@@ -9,15 +9,20 @@ decord seeks to the nearest key frame, so a long video is never decoded whole.
 
 from __future__ import annotations
 
+import os
+import shutil
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ValidationError
 
 from kuaimod_open._lazy import require
 from kuaimod_open.errors import InputError
 from kuaimod_open.ingest.keyframes import sample_keyframes
+from kuaimod_open.ingest.keys import SampleKey, key_name
 from kuaimod_open.ingest.sample import DEFAULT_FRAMES, DEFAULT_MAX_SIDE, Frame, SamplingMode
 
 # --------------------------------------------------------------------------- frame maths (pure)
@@ -114,6 +119,116 @@ def sample_frames(
     return tuple(frames)
 
 
+# --------------------------------------------------------------------------- keyed frame folders
+
+FRAME_SET = "frames.json"
+
+
+class FrameSet(BaseModel):
+    """``frames.json`` in a frame folder: which sample and settings the frames were sampled for."""
+
+    key: str  # SampleKey.digest
+    sample_id: str
+    mode: SamplingMode
+    k: int
+    max_side: int
+    frames: tuple[Frame, ...]  # paths are file names inside the folder
+
+
+def frames_folder(frames_dir: str | Path, key: SampleKey, k: int, max_side: int, mode: SamplingMode | str) -> Path:
+    """``<frames_dir>/<key name>/<mode>-<k>-<max_side>``: one folder per sample content and sampling settings."""
+    return Path(frames_dir) / key.name / f"{SamplingMode(mode)}-{int(k)}-{int(max_side)}"
+
+
+def sample_frames_keyed(
+    video: str | Path,
+    frames_dir: str | Path,
+    key: SampleKey,
+    k: int = DEFAULT_FRAMES,
+    *,
+    max_side: int = DEFAULT_MAX_SIDE,
+    mode: SamplingMode | str = SamplingMode.UNIFORM,
+) -> tuple[Frame, ...]:
+    """:func:`sample_frames` into the folder of ``key`` (see :func:`frames_folder`), reused when already there.
+
+    The frames are written to a private folder and renamed into place whole, so concurrent workers
+    with the same key never see a half-written folder, and samples with different keys never share
+    one (whatever their ids look like).
+    """
+    mode = SamplingMode(mode)
+    folder = frames_folder(frames_dir, key, k, max_side, mode)
+    done = _read_frame_set(folder, key.digest)
+    if done is not None:
+        return done
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.parent / f".tmp-{uuid.uuid4().hex}"
+    try:
+        frames = sample_frames(video, tmp, k, max_side=max_side, mode=mode)
+        record = FrameSet(
+            key=key.digest,
+            sample_id=key.id,
+            mode=mode,
+            k=k,
+            max_side=max_side,
+            frames=tuple(f.model_copy(update={"path": Path(f.path.name)}) for f in frames),
+        )
+        (tmp / FRAME_SET).write_text(record.model_dump_json(indent=1), encoding="utf-8")
+        _install(tmp, folder, key)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    done = _read_frame_set(folder, key.digest)
+    if done is None:
+        raise InputError(f"{video}: the sampled frames could not be stored under {folder}")
+    return done
+
+
+def _install(tmp: Path, folder: Path, key: SampleKey) -> None:
+    try:
+        os.rename(tmp, folder)  # atomic; fails when the folder exists and is not empty
+        return
+    except OSError:
+        if _read_frame_set(folder, key.digest) is not None:
+            return  # a concurrent worker stored the same frames first
+    # A broken folder (files deleted, an interrupted older layout): set it aside, then install ours.
+    trash = folder.parent / f".trash-{uuid.uuid4().hex}"
+    os.rename(folder, trash)
+    os.rename(tmp, folder)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _read_frame_set(folder: Path, digest: str) -> tuple[Frame, ...] | None:
+    try:
+        record = FrameSet.model_validate_json((folder / FRAME_SET).read_bytes())
+    except (OSError, ValidationError):
+        return None
+    if record.key != digest:
+        return None
+    frames = tuple(f.model_copy(update={"path": folder / f.path.name}) for f in record.frames)
+    return frames if frames and all(f.path.is_file() for f in frames) else None
+
+
+def find_frames(
+    frames_dir: str | Path, sample_id: str, key_digest: str, timestamps: Sequence[float | None]
+) -> tuple[Frame, ...]:
+    """The frames a verdict was judged on: the folder of its sample key whose timestamps match, else ().
+
+    For readers of a job's output (the review UI): the verdict records the key
+    (``provenance.sample_key``) and the frame timestamps, which pick the folder among the sampling
+    settings used for that sample.
+    """
+    try:
+        base = Path(frames_dir) / key_name(sample_id, key_digest)
+    except ValueError:
+        return ()
+    if not base.is_dir():
+        return ()
+    for folder in sorted(base.iterdir()):
+        frames = _read_frame_set(folder, key_digest) if not folder.name.startswith(".") else None
+        if frames is not None and [f.timestamp for f in frames] == list(timestamps):
+            return frames
+    return ()
+
+
 def _open_video(video: Path, **size: int) -> Any:
     decord = require("decord", extra="video", purpose="sampling frames from video files")
     if not video.is_file():
@@ -150,4 +265,12 @@ def _short(exc: BaseException) -> str:
     return text[-1][:300] if text else type(exc).__name__
 
 
-__all__ = ["frame_indices", "sample_frames", "scene_indices"]
+__all__ = [
+    "FrameSet",
+    "find_frames",
+    "frame_indices",
+    "frames_folder",
+    "sample_frames",
+    "sample_frames_keyed",
+    "scene_indices",
+]

@@ -21,7 +21,8 @@ from typing import Any, Protocol
 from kuaimod_open import __version__
 from kuaimod_open.errors import ConfigError, KuaimodError
 from kuaimod_open.ingest.extract import ExtractConfig
-from kuaimod_open.ingest.frames import sample_frames
+from kuaimod_open.ingest.frames import sample_frames_keyed
+from kuaimod_open.ingest.keys import sample_key
 from kuaimod_open.ingest.sample import DEFAULT_FRAMES, DEFAULT_MAX_SIDE, Sample, SamplingMode
 from kuaimod_open.judge.backends.base import Backend, GenerateConfig, Generation, Request, WindowedBackend
 from kuaimod_open.judge.confidence import ConfidenceCalibration, category_confidence
@@ -64,13 +65,20 @@ PrecedentLookup = Callable[[Sample], "str | ShownPrecedents"]
 
 
 def prepare(sample: Sample, config: ModerationConfig) -> Sample:
-    """Sample frames (and, when configured, OCR/ASR text) for a video-backed Sample; others pass through."""
+    """Key the sample, then sample frames (and OCR/ASR text when configured) for a video-backed Sample.
+
+    The key (id + content, :mod:`kuaimod_open.ingest.keys`) names the frame folder and goes into
+    the verdict's provenance; a sample without a video is keyed and otherwise passed through.
+    """
+    key = sample.key if sample.key is not None and sample.key.id == sample.id else sample_key(sample)
+    sample = sample.model_copy(update={"key": key})
     if sample.video is None:
         return sample
     if not sample.frames:
-        frames = sample_frames(
+        frames = sample_frames_keyed(
             sample.video,
-            config.frames_dir / _safe_name(sample.id),
+            config.frames_dir,
+            key,
             config.frames,
             max_side=config.max_side,
             mode=config.sampling,
@@ -96,6 +104,8 @@ def provenance_for(
         generate_digest=config.generate.digest(),
         calibration_digest=config.confidence_calibration.digest if config.confidence_calibration else None,
         frame_timestamps=sample.timestamps,
+        sample_key=sample.key.digest if sample.key else None,
+        content_digest=sample.key.content if sample.key else None,
         package_version=__version__,
     )
 
@@ -286,10 +296,6 @@ def _moderate_windowed(
             yield _finish(job, gen, policy, config)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _safe_name(sample_id: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in sample_id)[:120] or "sample"
 
 
 # --------------------------------------------------------------------------- batch runs

@@ -14,8 +14,10 @@ error verdict (decision = review) and the job goes on.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
@@ -31,6 +33,7 @@ from pydantic import BaseModel
 from kuaimod_open import __version__
 from kuaimod_open._lazy import require
 from kuaimod_open.errors import ConfigError, KuaimodError
+from kuaimod_open.ingest.keys import key_for, safe_suffix, stored_name
 from kuaimod_open.ingest.manifest import WorkItem
 from kuaimod_open.ingest.sample import Sample
 from kuaimod_open.judge.backends.base import Backend, WindowedBackend
@@ -114,21 +117,30 @@ class Prepared:
     seconds: float
 
 
-def fetch(url: str, dst: Path, max_bytes: int = MAX_DOWNLOAD_BYTES, timeout: float = 60.0) -> Path:
-    """Download ``url`` to ``dst`` (write-then-rename), refusing files larger than ``max_bytes``."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + f".{os.getpid()}.part")
-    got = 0
-    with urllib.request.urlopen(url, timeout=timeout) as response, tmp.open("wb") as out:  # noqa: S310 (schemes checked)
-        while chunk := response.read(1 << 20):
-            got += len(chunk)
-            if got > max_bytes:
-                out.close()
-                tmp.unlink(missing_ok=True)
-                raise KuaimodError(f"{url}: larger than the {max_bytes} byte limit")
-            out.write(chunk)
-    os.replace(tmp, dst)
-    return dst
+def fetch(url: str, folder: Path, max_bytes: int = MAX_DOWNLOAD_BYTES, timeout: float = 60.0) -> tuple[Path, str]:
+    """Download ``url`` into ``folder``, named by its content (:func:`kuaimod_open.ingest.keys.stored_name`).
+
+    Returns the file and its sha256. The bytes go to a private temporary file first and are renamed
+    into place, so concurrent downloads never see each other's partial files; identical content is
+    stored once. Files larger than ``max_bytes`` are refused.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=".part-")
+    tmp = Path(tmp_name)
+    got, h = 0, hashlib.sha256()
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, os.fdopen(fd, "wb") as out:  # noqa: S310 (schemes checked)
+            while chunk := response.read(1 << 20):
+                got += len(chunk)
+                if got > max_bytes:
+                    raise KuaimodError(f"{url}: larger than the {max_bytes} byte limit")
+                h.update(chunk)
+                out.write(chunk)
+        dst = folder / stored_name(h.hexdigest(), safe_suffix(url.split("?")[0]) or ".mp4")
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dst, h.hexdigest()
 
 
 def prepare_item(item: WorkItem, config: ModerationConfig, max_download_bytes: int = MAX_DOWNLOAD_BYTES) -> Prepared:
@@ -137,19 +149,14 @@ def prepare_item(item: WorkItem, config: ModerationConfig, max_download_bytes: i
     sample = item.sample
     try:
         if item.url is not None:
-            suffix = Path(item.url.split("?")[0]).suffix[:8] or ".mp4"
-            dst = config.frames_dir / "_downloads" / f"{_file_name(sample.id)}{suffix}"
-            sample = sample.model_copy(update={"video": fetch(item.url, dst, max_download_bytes)})
+            video, content = fetch(item.url, config.frames_dir / "_downloads", max_download_bytes)
+            sample = sample.model_copy(update={"video": video, "key": key_for(sample.id, content)})
         ready = prepare(sample, config)
         return Prepared(sample.id, ready, None, time.perf_counter() - started)
     except KuaimodError as exc:
         return Prepared(sample.id, None, str(exc), time.perf_counter() - started)
     except Exception as exc:  # a nightly job must survive one file that trips a decoder bug
         return Prepared(sample.id, None, f"{type(exc).__name__}: {str(exc)[:300]}", time.perf_counter() - started)
-
-
-def _file_name(sample_id: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in sample_id)[:120] or "sample"
 
 
 # --------------------------------------------------------------------------- output

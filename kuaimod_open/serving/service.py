@@ -34,6 +34,7 @@ from pydantic import BaseModel, Field
 
 from kuaimod_open import __version__
 from kuaimod_open._lazy import require
+from kuaimod_open.ingest.keys import key_for, stored_name
 from kuaimod_open.ingest.sample import Sample
 from kuaimod_open.judge.backends.base import Backend
 from kuaimod_open.judge.pipeline import ModerationConfig, moderate, prepare
@@ -310,22 +311,25 @@ def create_app(
     async def moderate_json(body: ModerateRequest) -> Verdict:
         """Moderate a video named by path or URL, or text alone."""
         video: Path | None = None
+        content: str | None = None
         if body.path is not None:
             video = _confined(body.path, settings.roots)
         elif body.url is not None:
             if not any(body.url.startswith(p) for p in settings.url_prefixes if p.startswith(("http://", "https://"))):
                 raise HTTPException(403, "this URL is not under any --allow-url prefix of the server")
-            name = hashlib.sha256(body.url.encode()).hexdigest()[:24]
-            suffix = video_suffix(Path(body.url.split("?")[0]).name, settings.video_suffixes)
-            dst = settings.work_dir / "downloads" / f"{name}{suffix}"
+            video_suffix(Path(body.url.split("?")[0]).name, settings.video_suffixes)
             try:
-                video = await run_in_threadpool(fetch, body.url, dst, settings.max_upload_bytes, 60.0)
+                video, content = await run_in_threadpool(
+                    fetch, body.url, settings.work_dir / "downloads", settings.max_upload_bytes, 60.0
+                )
             except Exception as exc:  # urllib raises many kinds; the client needs the reason
                 raise HTTPException(502, f"could not fetch the URL: {str(exc)[:200]}") from None
         sid = body.id or _derived_id(body, video)
         sample = Sample(
             id=sid, video=video, title=body.title, ocr=body.ocr, asr=body.asr, comments=tuple(body.comments)
         )
+        if content is not None:
+            sample = sample.model_copy(update={"key": key_for(sid, content)})
         return await judge(sample)
 
     @app.post("/v1/moderate/upload", dependencies=[Depends(check_key)], tags=["moderation"])
@@ -339,10 +343,10 @@ def create_app(
     ) -> Verdict:
         """Moderate an uploaded video file."""
         suffix = video_suffix(file.filename or "", settings.video_suffixes)
-        dst = settings.work_dir / "uploads" / f"{uuid.uuid4().hex}{suffix}"
-        digest = await run_in_threadpool(_save_upload, file.file, dst)
+        dst, digest = await run_in_threadpool(_save_upload, file.file, settings.work_dir / "uploads", suffix)
+        sid = id or f"upload-{digest[:16]}"
         sample = Sample(
-            id=id or f"upload-{digest[:16]}", video=dst, title=title, ocr=ocr, asr=asr, comments=tuple(comments)
+            id=sid, video=dst, title=title, ocr=ocr, asr=asr, comments=tuple(comments), key=key_for(sid, digest)
         )
         return await judge(sample)
 
@@ -418,14 +422,24 @@ def _derived_id(body: ModerateRequest, video: Path | None) -> str:
     return "req-" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def _save_upload(src: Any, dst: Path) -> str:
-    dst.parent.mkdir(parents=True, exist_ok=True)
+def _save_upload(src: Any, folder: Path, suffix: str) -> tuple[Path, str]:
+    """Store an upload under its content digest (written privately, then renamed into place)."""
+    import os
+    import tempfile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=".part-")
     h = hashlib.sha256()
-    with dst.open("wb") as out:
-        while chunk := src.read(1 << 20):
-            h.update(chunk)
-            out.write(chunk)
-    return h.hexdigest()
+    try:
+        with os.fdopen(fd, "wb") as out:
+            while chunk := src.read(1 << 20):
+                h.update(chunk)
+                out.write(chunk)
+        dst = folder / stored_name(h.hexdigest(), suffix)
+        os.replace(tmp_name, dst)
+    finally:
+        Path(tmp_name).unlink(missing_ok=True)
+    return dst, h.hexdigest()
 
 
 def _append(path: Path, line: str, lock: threading.Lock) -> None:

@@ -1,0 +1,104 @@
+"""Property tests (hypothesis) for sample identity: keys, artifact names and canonical ids of files."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from kuaimod_open.ingest.frames import frames_folder
+from kuaimod_open.ingest.keys import key_for, key_name, safe_suffix, stored_name, video_inputs
+from kuaimod_open.ingest.sample import VIDEO_EXTENSIONS
+
+SETTINGS = settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=bool(os.environ.get("KUAIMOD_CI")),
+)
+NAME = re.compile(r"[A-Za-z0-9_-]{1,40}-[0-9a-f]{32}")
+ids = st.text(min_size=1, max_size=60)
+contents = st.text(alphabet="0123456789abcdef", min_size=64, max_size=64)
+
+
+@SETTINGS
+@given(ids, ids, contents)
+@example("clip/1", "clip_1", "0" * 64)
+@example("..", ".", "0" * 64)
+@example("a/../b", "a_.._b", "0" * 64)
+def test_distinct_ids_get_distinct_safe_names(a, b, content):
+    key_a, key_b = key_for(a, content), key_for(b, content)
+    for key in (key_a, key_b):
+        assert NAME.fullmatch(key.name), key.name
+        root = Path("/srv/work/frames")
+        folder = frames_folder(root, key, 8, 640, "uniform")
+        assert folder.parent.parent == root and os.path.normpath(folder) == str(folder)
+    if a != b:
+        assert key_a.digest != key_b.digest and key_a.name != key_b.name
+
+
+@SETTINGS
+@given(ids, contents, contents)
+def test_the_same_id_with_other_content_gets_another_key(sid, one, other):
+    if one != other:
+        assert key_for(sid, one).digest != key_for(sid, other).digest
+    assert key_name(sid, key_for(sid, one).digest) == key_for(sid, one).name
+
+
+@SETTINGS
+@given(st.text(max_size=30), contents)
+@example("x.mp4\n", "0" * 64)
+@example("../../x.mp4", "0" * 64)
+@example("a.mp4\x00.sh", "0" * 64)
+def test_stored_names_are_plain_file_names(name, content):
+    suffix = safe_suffix(name)
+    assert suffix == "" or re.fullmatch(r"\.[a-z0-9]{1,7}", suffix)
+    stored = stored_name(content, name)
+    assert "/" not in stored and "\x00" not in stored and stored.startswith(content)
+
+
+segment = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="/\\"), min_size=1)
+segment = segment.filter(lambda s: s not in (".", "..") and len(s.encode()) < 60 and s.strip() == s)
+tree = st.lists(
+    st.tuples(st.lists(segment, min_size=0, max_size=3), segment, st.sampled_from([".mp4", ".MOV", ".mkv", ".webm"])),
+    min_size=1,
+    max_size=8,
+)
+
+
+@settings(SETTINGS, max_examples=60)  # each example writes a folder tree
+@given(tree)
+def test_canonical_ids_do_not_depend_on_how_the_folder_is_spelled(files):
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        root = base / "clips"
+        for folders, stem, suffix in files:
+            path = root.joinpath(*folders, stem + suffix)
+            if path.parent.exists() and not path.parent.is_dir() or path.is_dir():
+                continue
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(b"v")
+            except OSError:  # a name the file system refuses (e.g. a file where a folder is needed)
+                continue
+        if not any(p.is_file() for p in root.rglob("*")):
+            return
+        absolute = video_inputs([root], VIDEO_EXTENSIONS)
+        cwd = os.getcwd()
+        try:
+            os.chdir(base)
+            relative = video_inputs([Path("clips")], VIDEO_EXTENSIONS)
+            dotted = video_inputs([Path(".") / "clips" / ".." / "clips"], VIDEO_EXTENSIONS)
+        finally:
+            os.chdir(cwd)
+        got = [sid for _, sid in absolute]
+        assert got == [sid for _, sid in relative] == [sid for _, sid in dotted]
+        assert len(set(got)) == len(got)
+        for path, sid in absolute:
+            # The id is the path under the folder (suffix dropped unless two files differ only by it).
+            relative_path = path.relative_to(root).as_posix()
+            assert sid in (relative_path, relative_path.rsplit(".", 1)[0])
