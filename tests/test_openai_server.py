@@ -138,9 +138,12 @@ def test_cli_adapter_not_served_is_a_config_error_before_any_video(openai_server
     import sys
 
     url = openai_server()
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps({"pid": "1", "title": "t", "OCR": "", "ASR": "", "images": []}) + "\n", encoding="utf-8")
     args = ["moderate", "--backend", "openai", "--model", "tiny-qwen", "--base-url", url, "--adapter", "lora-x"]
-    args += ["--out", str(tmp_path / "v.jsonl"), "--no-progress", str(tmp_path)]
+    args += ["--out", str(tmp_path / "v.jsonl"), "--no-progress", str(rows)]
     proc = subprocess.run([sys.executable, "-m", "kuaimod_open", *args], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr
     assert "adapter 'lora-x' is not served" in proc.stderr and "--lora-modules" in proc.stderr
     assert openai_server.apps[-1].state.requests_by_model == {"tiny-qwen": 0}
+    assert not (tmp_path / "v.jsonl").exists() or not (tmp_path / "v.jsonl").read_text(encoding="utf-8")
