@@ -76,12 +76,20 @@ def main() -> None:
             "strict_binary_accuracy": round(r["strict_binary"]["accuracy"], 3),
             "review_share": round(r["review_share"], 3),
             "status_shares": {k: round(v / r["n"], 3) for k, v in r["statuses"].items()},
-            **{k: v for k, v in moderation(verdicts, seconds("eval")).items() if k.endswith("_per_s")},
+            **{
+                k: v
+                for k, v in moderation(verdicts, seconds("eval")).items()
+                if k.endswith("_per_s") or k == "median_input_tokens"
+            },
         }
     log = out / "logs" / "lora_update.log"
     gates = sorted((out / "lora" / "adapters").glob("*/gate.json")) if (out / "lora" / "adapters").is_dir() else []
     report["lora"] = {
-        "output": [x for x in log.read_text(encoding="utf-8").splitlines() if x.strip()][-6:] if log.is_file() else [],
+        "output": [
+            x
+            for x in (log.read_text(encoding="utf-8").splitlines() if log.is_file() else [])
+            if x.startswith(("data:", "train:", "adapter:", "watermark")) or "adapter" in x
+        ],
         "gate": json.loads(gates[-1].read_text(encoding="utf-8")) if gates else None,
     }
     (out / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
@@ -95,7 +103,8 @@ def main() -> None:
     print("|---|---|---:|---:|")
     for s in steps.values():
         status = s["status"] if s["status"] != "skipped" else f"skipped: {s.get('why', '')}"
-        print(f"| {s['step']} | {status} | {s.get('seconds', '')} | {s.get('peak_gpu_mib') or 'n/a'} |")
+        took = f"{float(s['seconds']):.1f}" if s.get("seconds") is not None else ""
+        print(f"| {s['step']} | {status} | {took} | {s.get('peak_gpu_mib') or 'n/a'} |")
     print("\n| run | videos | status shares | review share | videos/s | output tokens/s | median prompt tokens |")
     print("|---|---:|---|---:|---:|---:|---:|")
     for name in ("hf_clips", "served_clips", "eval"):
@@ -124,6 +133,8 @@ def main() -> None:
     gate = report["lora"]["gate"]
     if gate:
         print(f"Gate: passed={gate['passed']}; " + "; ".join(gate["reasons"]))
+    else:
+        print("Gate: not run (no adapter was trained)")
 
 
 if __name__ == "__main__":

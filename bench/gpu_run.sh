@@ -89,7 +89,8 @@ DEVICE=auto
 import json, platform, sys
 from importlib.metadata import PackageNotFoundError, version
 out, model, bench, gpu, vllm = sys.argv[1:]
-env = {"python": platform.python_version(), "model": model, "benchmark": bench, "gpu": gpu == "1", "vllm": vllm == "1"}
+env = {"python": platform.python_version(), "model": model, "benchmark": bench, "has_gpu": gpu == "1",
+       "has_vllm": vllm == "1"}
 for name in ("kuaimod_open", "torch", "transformers", "trl", "peft", "qwen-vl-utils", "vllm", "openai"):
     try:
         env[name] = version(name)
