@@ -87,3 +87,41 @@ def nearest_colour(image_path: Path) -> str:
     """The name of the colour in COLOURS closest to the image's mean colour."""
     mean = np.array(mean_colour(image_path))
     return min(COLOURS, key=lambda name: float(np.abs(mean - np.array(COLOURS[name])).sum()))
+
+
+def _box(data: bytearray, name: bytes, start: int = 0) -> int:
+    """Offset of the payload (after the 4-byte type) of the first ``name`` box at or after ``start``."""
+    at = data.find(name, start)
+    assert at > 0, f"no {name!r} box"
+    assert data[at + 4] == 0, f"{name!r} is a version-1 box; these helpers patch version 0 only"
+    return at + 4
+
+
+def _timescale(data: bytearray, name: bytes) -> int:
+    at = _box(data, name)
+    return int.from_bytes(data[at + 12 : at + 16], "big")
+
+
+def patch_mp4(path: Path, *, claimed_s: float | None = None, edit_start_s: float | None = None) -> Path:
+    """Rewrite an mp4's header fields in place (an mp4 written by :func:`write_frames`, one video track).
+
+    ``claimed_s``: the duration the movie, track, media and edit-list headers claim.
+    ``edit_start_s``: the media time the edit list starts the presentation at (frames before it get
+    negative presentation times in readers that honour edit lists).
+    """
+    data = bytearray(path.read_bytes())
+    movie, media = _timescale(data, b"mvhd"), _timescale(data, b"mdhd")
+    if claimed_s is not None:
+        at = _box(data, b"mvhd")
+        data[at + 16 : at + 20] = round(claimed_s * movie).to_bytes(4, "big")
+        at = _box(data, b"tkhd")
+        data[at + 20 : at + 24] = round(claimed_s * movie).to_bytes(4, "big")
+        at = _box(data, b"mdhd")
+        data[at + 16 : at + 20] = round(claimed_s * media).to_bytes(4, "big")
+        at = _box(data, b"elst")
+        data[at + 8 : at + 12] = round(claimed_s * movie).to_bytes(4, "big")
+    if edit_start_s is not None:
+        at = _box(data, b"elst")
+        data[at + 12 : at + 16] = round(edit_start_s * media).to_bytes(4, "big")
+    path.write_bytes(bytes(data))
+    return path

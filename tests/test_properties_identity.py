@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tempfile
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from kuaimod_open.ingest.frames import frames_folder
 from kuaimod_open.ingest.keys import key_for, key_name, safe_suffix, stored_name, video_inputs
 from kuaimod_open.ingest.sample import VIDEO_EXTENSIONS
+from kuaimod_open.ingest.timeline import Claims, plan_frames
 
 SETTINGS = settings(
     max_examples=150,
@@ -72,6 +74,7 @@ tree = st.lists(
 
 @settings(SETTINGS, max_examples=60)  # each example writes a folder tree
 @given(tree)
+@example([(["0", "0"], "0", ".mp4"), (["0", "0"], "0", ".MOV")])  # found by this test: the folder was dropped
 def test_canonical_ids_do_not_depend_on_how_the_folder_is_spelled(files):
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
@@ -102,3 +105,34 @@ def test_canonical_ids_do_not_depend_on_how_the_folder_is_spelled(files):
             # The id is the path under the folder (suffix dropped unless two files differ only by it).
             relative_path = path.relative_to(root).as_posix()
             assert sid in (relative_path, relative_path.rsplit(".", 1)[0])
+
+
+finite_times = st.lists(st.floats(min_value=-1e5, max_value=1e6, allow_nan=False), min_size=1, max_size=60)
+any_times = st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=1, max_size=60)
+claims = st.builds(
+    Claims,
+    container_s=st.none() | st.floats(min_value=-10, max_value=1e6) | st.just(math.nan),
+    stream_s=st.none() | st.floats(min_value=-10, max_value=1e6) | st.just(math.inf),
+)
+
+
+@SETTINGS
+@given(st.one_of(finite_times.map(sorted), finite_times, any_times), claims, st.integers(min_value=0, max_value=20))
+@example([-10800.0, -7200.0, -3600.0, 0.0, 3600.0, 7200.0], Claims(32400.0, 32400.0), 8)
+@example([0.0] * 100 + [1.0 + i for i in range(9)], Claims(36000.0, None), 8)
+def test_planned_timestamps_are_always_possible(times, claim, k):
+    plan = plan_frames(times, claim, k)
+    n = len(times)
+    assert plan.indices == sorted(set(plan.indices)) and all(0 <= i < n for i in plan.indices)
+    assert len(plan.timestamps) == len(plan.indices) and plan.indices
+    limit = claim.longest
+    for index, stamp in zip(plan.indices, plan.timestamps, strict=True):
+        if stamp is None:
+            continue
+        assert plan.trusted and stamp >= 0 and math.isfinite(stamp)
+        assert times[index] >= -0.05  # never a frame an edit list cuts
+        if limit is not None:
+            assert stamp <= limit * 1.05 + 2.0 + 1e-6
+    if plan.trusted:
+        shown = sum(1 for t in times if t >= -0.05)
+        assert len(plan.indices) == min(k + 1, shown)

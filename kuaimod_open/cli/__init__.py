@@ -7,6 +7,7 @@ import sys
 import click
 
 from kuaimod_open import __version__
+from kuaimod_open.cli.bank import bank_group
 from kuaimod_open.cli.confidence import calibrate_confidence_cmd
 from kuaimod_open.cli.evaluate import eval_cmd, policy_group
 from kuaimod_open.cli.feedback import feedback_group, history_cmd, precedents_group, rollback_cmd
@@ -41,6 +42,7 @@ cli.add_command(history_cmd)
 cli.add_command(train_router_cmd)
 cli.add_command(cascade_cmd)
 cli.add_command(calibrate_confidence_cmd)
+cli.add_command(bank_group)
 
 
 def main() -> None:

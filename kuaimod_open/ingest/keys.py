@@ -158,7 +158,7 @@ def file_digest(path: str | Path) -> str:
     except FileNotFoundError:
         raise InputError(f"{path}: no such video file") from None
     except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
-        raise InputError(f"{path!s:.300}: cannot open ({_reason(exc)})") from None
+        raise InputError(f"{path!s:.300}: cannot open ({plain_reason(exc)})") from None
     with os.fdopen(fd, "rb") as handle:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise InputError(f"{path}: not a regular file (a FIFO, device or folder cannot be a video)")
@@ -230,8 +230,8 @@ def _disambiguate(found: Sequence[tuple[Path, str]]) -> list[tuple[Path, str]]:
         paths = [found[i][0] for i in members]
         common = Path(os.path.commonpath([str(p.parent) for p in paths]))
         qualified = [p.relative_to(common).with_suffix("").as_posix() for p in paths]
-        if len(set(qualified)) < len(qualified):  # same stem in one folder: a.mp4 and a.mov
-            qualified = [p.relative_to(common).as_posix() for p in paths]
+        if len(set(qualified)) < len(qualified):  # same stem in one folder: a.mp4 and a.mov keep their suffix
+            qualified = [sid + p.suffix for p in paths]
         for i, q in zip(members, qualified, strict=True):
             out[i] = (found[i][0], q)
     final = [sid for _, sid in out]
@@ -245,7 +245,8 @@ def _disambiguate(found: Sequence[tuple[Path, str]]) -> list[tuple[Path, str]]:
     return out
 
 
-def _reason(exc: BaseException) -> str:
+def plain_reason(exc: BaseException) -> str:
+    """Why a file could not be read, without a library's internals: the OS reason, else the error's kind."""
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return "the path contains a NUL byte" if "null" in str(exc).lower() else type(exc).__name__
@@ -259,6 +260,7 @@ __all__ = [
     "file_digest",
     "key_for",
     "key_name",
+    "plain_reason",
     "safe_suffix",
     "sample_key",
     "stored_name",

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kuaimod_open.errors import ConfigError, InputError
 from kuaimod_open.ingest.keys import SampleKey
+from kuaimod_open.ingest.pdq import VideoHashes
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi", ".flv", ".m4v", ".ts"})
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
@@ -36,6 +37,9 @@ class Frame(BaseModel):
     path: Path
     index: int | None = Field(default=None, description="Frame number in the source video")
     timestamp: float | None = Field(default=None, description="Seconds from the start; None when unknown")
+    pdq: str | None = Field(
+        default=None, description="PDQ hash of the saved image (kuaimod_open.ingest.pdq), for grouping OCR"
+    )
 
     def label(self, position: int) -> str:
         """How the prompt and the UI refer to this frame, e.g. ``frame 3 @ 12.40s``."""
@@ -56,6 +60,9 @@ class Sample(BaseModel):
     asr: str = ""
     comments: tuple[str, ...] = ()
     label: str | None = Field(default=None, description="Gold tag (e.g. 正向), when known")
+    hashes: VideoHashes | None = Field(
+        default=None, description="PDQ frame hashes at a fixed rate, computed once in preparation (hash bank)"
+    )
     key: SampleKey | None = Field(
         default=None, description="Identity of id + content (kuaimod_open.ingest.keys); set when the sample is prepared"
     )

@@ -22,6 +22,7 @@ from kuaimod_open.errors import ConfigError, KuaimodError
 from kuaimod_open.ingest.extract import ExtractConfig
 from kuaimod_open.ingest.frames import sample_frames_keyed
 from kuaimod_open.ingest.keys import sample_key
+from kuaimod_open.ingest.pdq import HashConfig
 from kuaimod_open.ingest.sample import DEFAULT_FRAMES, DEFAULT_MAX_SIDE, Sample, SamplingMode
 from kuaimod_open.judge.backends.base import Backend, GenerateConfig, Request
 from kuaimod_open.judge.confidence import ConfidenceCalibration, category_confidence
@@ -46,6 +47,8 @@ class ModerationConfig:
     extract: ExtractConfig | None = None
     # Maps token confidence to a calibrated probability (kuaimod calibrate-confidence); needs logprobs on.
     confidence_calibration: ConfidenceCalibration | None = None
+    # PDQ frame hashes for the hash bank's match stage (kuaimod_open.ingest.pdq); None: not hashed.
+    hashing: HashConfig | None = None
 
 
 class ShownPrecedents(Protocol):
@@ -83,6 +86,10 @@ def prepare(sample: Sample, config: ModerationConfig) -> Sample:
             mode=config.sampling,
         )
         sample = sample.model_copy(update={"frames": frames})
+    if config.hashing is not None and sample.hashes is None and sample.video is not None:
+        from kuaimod_open.ingest.pdq import hash_video
+
+        sample = sample.model_copy(update={"hashes": hash_video(sample.video, config.hashing)})
     if config.extract is not None:
         from kuaimod_open.ingest.extract import fill_text
 

@@ -141,6 +141,7 @@ def _sample_row(store: Store, sample: Sample, now: datetime) -> dict[str, Any]:
         "video": str(sample.video) if sample.video else None,
         "frames": store.dump_json(frames),  # Frame's fields, as model_dump(mode="json") writes them
         "label": sample.label,
+        "hashes": sample.hashes.model_dump_json() if sample.hashes else None,
         "created_at": now,
     }
 
@@ -287,7 +288,18 @@ def _feedback_row(event: FeedbackEvent) -> dict[str, Any]:
 
 def add_feedback(store: Store, event: FeedbackEvent, policy: Policy) -> bool:
     """Insert one event; returns False when an event with the same id is already stored."""
-    return _insert_feedback(store, [event.resolved(policy)]) == 1
+    resolved = event.resolved(policy)
+    inserted = _insert_feedback(store, [resolved]) == 1
+    if inserted and resolved.kind.is_label:
+        _sync_bank(store, [resolved.sample_id], policy)
+    return inserted
+
+
+def _sync_bank(store: Store, sample_ids: Sequence[str], policy: Policy) -> None:
+    from kuaimod_open.loop.bank import sync_labels
+
+    # A reviewer's block/restrict banks the video; a relabel retires what the old label banked.
+    sync_labels(store, sample_ids, policy)
 
 
 def add_feedback_many(store: Store, events: Sequence[FeedbackEvent], policy: Policy) -> int:
@@ -406,6 +418,8 @@ def import_feedback(store: Store, path: str | Path, policy: Policy) -> ImportRes
             f"{len(problems)} feedback row(s) contradict the policy, nothing imported:\n  " + "\n  ".join(problems[:20])
         )
     inserted = _insert_feedback(store, resolved)
+    if inserted:
+        _sync_bank(store, sorted({e.sample_id for e in resolved if e.kind.is_label}), policy)
     ties = label_ties(store, {e.sample_id for e in resolved if e.kind.is_label})
     return ImportResult(
         read=len(events), inserted=inserted, duplicates=len(events) - inserted, ties=tuple(sorted(ties))
@@ -490,6 +504,7 @@ def label_ties(store: Store, sample_ids: Iterable[str] | None = None) -> set[str
 
 def stored_samples(store: Store, ids: Iterable[str] | None = None) -> dict[str, Sample]:
     """Samples by id, rebuilt from the store."""
+    from kuaimod_open.ingest.pdq import VideoHashes
     from kuaimod_open.ingest.sample import Frame
 
     t = store.table("samples")
@@ -508,6 +523,7 @@ def stored_samples(store: Store, ids: Iterable[str] | None = None) -> dict[str, 
             video=r["video"],
             frames=tuple(Frame.model_validate(f) for f in json.loads(r["frames"] or "[]")),
             label=r["label"],
+            hashes=VideoHashes.model_validate_json(r["hashes"]) if r.get("hashes") else None,
         )
         for r in rows
     }

@@ -56,6 +56,7 @@ class SampleRow(Base):
     frames: Mapped[str] = mapped_column(sa.Text, default="[]")  # JSON list of Frame
     label: Mapped[str | None] = mapped_column(sa.String(64))
     created_at: Mapped[datetime] = mapped_column(TS)
+    hashes: Mapped[str | None] = mapped_column(sa.Text)  # JSON VideoHashes (PDQ frames), for the hash bank
 
 
 class VerdictRow(Base):
@@ -163,6 +164,41 @@ class ReviewAuditRow(Base):
     sample_id: Mapped[str | None] = mapped_column(sa.String(200), index=True)
     detail: Mapped[str] = mapped_column(sa.Text, default="{}")
     created_at: Mapped[datetime] = mapped_column(TS)
+
+
+class BankEntryRow(Base):
+    """A banked video (:mod:`kuaimod_open.loop.bank`): the decision a person took on it; retired entries never match."""
+
+    __tablename__ = "bank_entries"
+
+    id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    sample_id: Mapped[str | None] = mapped_column(sa.String(200), index=True)
+    video: Mapped[str | None] = mapped_column(sa.Text)
+    category: Mapped[str] = mapped_column(sa.String(64))
+    decision: Mapped[str] = mapped_column(sa.String(16))
+    source: Mapped[str] = mapped_column(sa.String(200), default="")
+    author: Mapped[str] = mapped_column(sa.String(200), default="")
+    note: Mapped[str] = mapped_column(sa.Text, default="")
+    fps: Mapped[float] = mapped_column(sa.Float)
+    duration: Mapped[float | None] = mapped_column(sa.Float)
+    created_at: Mapped[datetime] = mapped_column(TS)
+    retired_at: Mapped[datetime | None] = mapped_column(TS)
+    retired_by: Mapped[str | None] = mapped_column(sa.String(200))
+    retired_reason: Mapped[str | None] = mapped_column(sa.Text)
+
+
+class BankHashRow(Base):
+    """One frame of a banked video: PDQ hash (64 hex), quality, timestamp, and its mirror image's hash."""
+
+    __tablename__ = "bank_hashes"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    entry_id: Mapped[str] = mapped_column(sa.String(64), index=True)
+    position: Mapped[int] = mapped_column(sa.Integer)
+    timestamp: Mapped[float] = mapped_column(sa.Float)
+    quality: Mapped[int] = mapped_column(sa.Integer)
+    pdq: Mapped[str] = mapped_column(sa.String(64))
+    mirror: Mapped[str | None] = mapped_column(sa.String(64))
 
 
 metadata = Base.metadata

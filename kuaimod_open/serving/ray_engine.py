@@ -22,6 +22,7 @@ from typing import Any
 
 from kuaimod_open._lazy import require
 from kuaimod_open.first_stage.cascade import FirstStage, cascade_judge
+from kuaimod_open.first_stage.match import MatchStage, matching_judge, vlm_judge
 from kuaimod_open.ingest.manifest import WorkItem
 from kuaimod_open.ingest.sample import Sample
 from kuaimod_open.judge.backends import get_backend
@@ -83,12 +84,16 @@ class ModelActor:
         template: Template,
         config: ModerationConfig,
         first_stage: FirstStage | None = None,
+        match: MatchStage | None = None,
     ) -> None:
         self.backend, self.policy, self.template = spec.build(), policy, template
-        self.config = dataclasses.replace(config, extract=None)  # rows arrive prepared
+        self.config = dataclasses.replace(config, extract=None, hashing=None)  # rows arrive prepared
         self.judge: Callable[[list[Sample]], list[Verdict]] | None = None
         if first_stage is not None:
             self.judge = cascade_judge(first_stage.load(), policy, self.backend, template, self.config)
+        if match is not None:  # the hash bank first: a banked re-upload never reaches the model
+            inner = self.judge or vlm_judge(policy, self.backend, template, self.config)
+            self.judge = matching_judge(match, inner)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         """One batch of rows in, one verdict JSON line per row out."""
@@ -121,13 +126,15 @@ def run_ray_job(
     ray_config: RayConfig | None = None,
     first_stage: FirstStage | None = None,
     *,
+    match: MatchStage | None = None,
     on_sample: Callable[[Sample], None] | None = None,
     on_verdict: Callable[[Verdict], None] | None = None,
 ) -> JobSummary:
     """Moderate ``items`` into ``out`` with Ray Data; resumable exactly like :func:`runner.run_job`.
 
     With ``first_stage``, each model actor runs the cascade: the router decides the clear cases and
-    only the rest reach the actor's model. ``on_sample`` / ``on_verdict`` run in the driver for every
+    only the rest reach the actor's model. With ``match`` (a snapshot of the hash bank), each actor
+    decides banked re-uploads first, without the model. ``on_sample`` / ``on_verdict`` run in the driver for every
     prepared sample and written verdict (e.g. to record both in the feedback store).
     """
     ray = require("ray", extra="ray", purpose="--engine ray")
@@ -161,6 +168,7 @@ def run_ray_job(
                     "template": template,
                     "config": config,
                     "first_stage": first_stage,
+                    "match": match,
                 },
                 batch_size=max(1, config.generate.batch_size),
                 concurrency=ray_config.model_actors,

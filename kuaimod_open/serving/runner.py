@@ -233,7 +233,7 @@ def run_job(
         todo = [item for item in items if item.sample.id not in done]
         summary = JobSummary(total=len(items), skipped=len(items) - len(todo), workers=runner.workers)
         # Prepared samples already carry frames and text: inference must not extract again.
-        infer_config = dataclasses.replace(config, extract=None)
+        infer_config = dataclasses.replace(config, extract=None, hashing=None)
         started = time.perf_counter()
         bar = _progress(len(todo), runner.progress)
 

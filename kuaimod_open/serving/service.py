@@ -154,7 +154,7 @@ class Batcher:
     ) -> None:
         self.policy, self.backend, self.template, self.wait_s, self.metrics = policy, backend, template, wait_s, metrics
         self.judge = judge  # e.g. the cascade: the router first, the VLM for the rest
-        self.config = replace(config, extract=None)  # samples arrive prepared
+        self.config = replace(config, extract=None, hashing=None)  # samples arrive prepared
         self.queue: queue.Queue[tuple[Sample, Future[Verdict]]] = queue.Queue()
         self.thread = threading.Thread(target=self._loop, name="kuaimod-batcher", daemon=True)
         self.thread.start()
