@@ -161,7 +161,7 @@ def record_samples(store: Store, samples: Sequence[Sample]) -> int:
         for chunk in _chunks(unique, BATCH):
             rows = [_sample_row(store, s, now) for s in chunk]
             if store.engine.dialect.name == "postgresql" and len(rows) >= COPY_FROM:
-                inserted += _copy_insert(conn, "samples", SAMPLE_COLUMNS, rows, conflict="(id) DO NOTHING")
+                inserted += _copy_insert(conn, "samples", list(rows[0]), rows, conflict="(id) DO NOTHING")
             elif store.engine.dialect.name == "postgresql":
                 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
@@ -171,9 +171,6 @@ def record_samples(store: Store, samples: Sequence[Sample]) -> int:
             else:
                 inserted += conn.execute(t.insert().prefix_with("OR IGNORE"), rows).rowcount
     return int(inserted)
-
-
-SAMPLE_COLUMNS = ("id", "title", "ocr", "asr", "comments", "video", "frames", "label", "created_at")
 
 
 def _copy_insert(
