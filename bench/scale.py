@@ -49,7 +49,8 @@ def _legacy(path: str, name: str) -> Any:
     folder = Path(os.environ.get("KUAIMOD_SCALE_TMP", "/tmp")) / "kuaimod_legacy"
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{name}.py"
-    target.write_text(subprocess.check_output(["git", "-C", str(REPO), "show", f"{LEGACY_COMMIT}:{path}"], text=True))
+    repo = os.environ.get("KUAIMOD_LEGACY_REPO", str(REPO))  # a git checkout that has LEGACY_COMMIT
+    target.write_text(subprocess.check_output(["git", "-C", repo, "show", f"{LEGACY_COMMIT}:{path}"], text=True))
     spec = importlib.util.spec_from_file_location(name, target)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
