@@ -19,6 +19,7 @@ from kuaimod_open.cli.options import (
 )
 from kuaimod_open.errors import ConfigError
 from kuaimod_open.ingest.extract import OFFLINE_WHISPER, ExtractConfig, check_available
+from kuaimod_open.ingest.fetch import FetchPolicy
 from kuaimod_open.ingest.manifest import collect_items
 from kuaimod_open.ingest.pdq import HashConfig
 from kuaimod_open.ingest.sample import SamplingMode
@@ -186,6 +187,18 @@ def extract_config(ocr: bool, asr: bool, asr_language: str, asr_model: str) -> E
 )
 @click.option("--ray-actors", type=click.IntRange(1, 1024), default=1, show_default=True, help="Model replicas.")
 @click.option("--ray-gpus-per-actor", type=click.FloatRange(0, 8), default=0.0, show_default=True)
+@click.option(
+    "--allow-url",
+    "url_prefixes",
+    multiple=True,
+    help="Only fetch manifest URLs under this prefix (repeatable) [default: any public http(s) URL].",
+)
+@click.option(
+    "--allow-network",
+    "allow_networks",
+    multiple=True,
+    help="Network (CIDR) manifest URLs may lead to although it is not public, e.g. 10.20.0.0/16 (repeatable).",
+)
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @first_stage_options
 @match_option
@@ -222,6 +235,8 @@ def moderate_cmd(
     ray_address: str | None,
     ray_actors: int,
     ray_gpus_per_actor: float,
+    url_prefixes: tuple[str, ...],
+    allow_networks: tuple[str, ...],
     progress: bool,
     router: Path | None,
     allow_below: float | None,
@@ -268,7 +283,8 @@ def moderate_cmd(
         hashing=HashConfig() if match_on else None,
     )
     stage = match_stage(store, pol) if match_on and store is not None else None
-    runner = RunnerConfig(workers=workers, parquet=parquet, progress=progress)
+    fetch_policy = FetchPolicy(prefixes=url_prefixes, allow_networks=allow_networks)  # bad values fail here
+    runner = RunnerConfig(workers=workers, parquet=parquet, progress=progress, fetch=fetch_policy)
     if engine == "ray":
         from kuaimod_open.serving.ray_engine import RayConfig, run_ray_job
 

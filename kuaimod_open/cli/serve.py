@@ -60,6 +60,12 @@ def read_keys(key_file: Path | None) -> frozenset[str]:
 )
 @click.option("--allow-url", "url_prefixes", multiple=True, help="http(s) URL prefix clients may send (repeatable).")
 @click.option(
+    "--allow-network",
+    "allow_networks",
+    multiple=True,
+    help="Network (CIDR) a URL may lead to although it is not public, e.g. 10.20.0.0/16 (repeatable).",
+)
+@click.option(
     "--key-file",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     default=None,
@@ -106,6 +112,7 @@ def serve_cmd(
     port: int,
     roots: tuple[Path, ...],
     url_prefixes: tuple[str, ...],
+    allow_networks: tuple[str, ...],
     key_file: Path | None,
     no_auth: bool,
     max_upload_mb: int,
@@ -145,7 +152,9 @@ def serve_cmd(
         work_dir=work_dir,
         feedback_path=work_dir / "feedback.jsonl",
         verdict_log=work_dir / "verdicts.jsonl",
+        allow_networks=allow_networks,
     )
+    settings.fetch_policy()  # a bad --allow-url or --allow-network fails here, before any model loads
     if print_openapi:
         from kuaimod_open.judge.backends.scripted import ScriptedBackend
 
