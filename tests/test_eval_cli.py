@@ -107,7 +107,8 @@ def test_eval_runs_the_tiny_model_and_writes_the_report(tiny_model, bench, tmp_p
     assert report["n"] == 4 and report["text_only"] is False
     assert report["config"]["model"] == str(tiny_model)
     assert report["provenance"]["model"] == [str(tiny_model)]
-    assert report["strict_binary"]["answered"] + report["statuses"].get("unparsed", 0) == 4
+    unanswered = report["statuses"].get("unparsed", 0) + report["statuses"].get("error", 0)
+    assert report["strict_binary"]["answered"] + unanswered == 4
     verdicts = [json.loads(x) for x in (report_dir / "verdicts.jsonl").read_text(encoding="utf-8").splitlines()]
     with_frames = {v["sample_id"]: len(v["provenance"]["frame_timestamps"]) for v in verdicts}
     assert with_frames == {"a1": 2, "a2": 1, "a3": 0, "a4": 0}

@@ -14,17 +14,14 @@ error verdict (decision = review) and the job goes on.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
-import tempfile
 import time
-import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -33,10 +30,11 @@ from pydantic import BaseModel
 from kuaimod_open import __version__
 from kuaimod_open._lazy import require
 from kuaimod_open.errors import ConfigError, KuaimodError
-from kuaimod_open.ingest.keys import key_for, safe_suffix, stored_name
+from kuaimod_open.ingest.fetch import FetchPolicy, fetch
+from kuaimod_open.ingest.keys import key_for
 from kuaimod_open.ingest.manifest import WorkItem
 from kuaimod_open.ingest.sample import Sample
-from kuaimod_open.judge.backends.base import Backend
+from kuaimod_open.judge.backends.base import Backend, WindowedBackend
 from kuaimod_open.judge.pipeline import (
     ModerationConfig,
     PrecedentLookup,
@@ -53,9 +51,6 @@ from kuaimod_open.judge.verdict import Stage, Verdict, error_verdict
 # Judges a batch of prepared samples (frames and text in place): one verdict per sample, in order.
 Judge = Callable[[list[Sample]], list[Verdict]]
 
-# A remote video larger than this is refused rather than filling the disk (override per job).
-MAX_DOWNLOAD_BYTES = 2 << 30
-
 
 @dataclass(frozen=True)
 class RunnerConfig:
@@ -66,7 +61,8 @@ class RunnerConfig:
     progress: bool = True
     # Items being prepared ahead of inference; None: enough to keep workers busy during a batch.
     window: int | None = None
-    max_download_bytes: int = MAX_DOWNLOAD_BYTES
+    # What URLs in the manifest may be fetched from, and within which limits (kuaimod_open.ingest.fetch).
+    fetch: FetchPolicy = field(default_factory=FetchPolicy)
 
 
 @dataclass
@@ -117,40 +113,14 @@ class Prepared:
     seconds: float
 
 
-def fetch(url: str, folder: Path, max_bytes: int = MAX_DOWNLOAD_BYTES, timeout: float = 60.0) -> tuple[Path, str]:
-    """Download ``url`` into ``folder``, named by its content (:func:`kuaimod_open.ingest.keys.stored_name`).
-
-    Returns the file and its sha256. The bytes go to a private temporary file first and are renamed
-    into place, so concurrent downloads never see each other's partial files; identical content is
-    stored once. Files larger than ``max_bytes`` are refused.
-    """
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=".part-")
-    tmp = Path(tmp_name)
-    got, h = 0, hashlib.sha256()
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, os.fdopen(fd, "wb") as out:  # noqa: S310 (schemes checked)
-            while chunk := response.read(1 << 20):
-                got += len(chunk)
-                if got > max_bytes:
-                    raise KuaimodError(f"{url}: larger than the {max_bytes} byte limit")
-                h.update(chunk)
-                out.write(chunk)
-        dst = folder / stored_name(h.hexdigest(), safe_suffix(url.split("?")[0]) or ".mp4")
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return dst, h.hexdigest()
-
-
-def prepare_item(item: WorkItem, config: ModerationConfig, max_download_bytes: int = MAX_DOWNLOAD_BYTES) -> Prepared:
-    """Fetch (for URLs), sample frames and extract text for one item; never raises."""
+def prepare_item(item: WorkItem, config: ModerationConfig, fetch_policy: FetchPolicy | None = None) -> Prepared:
+    """Fetch (for URLs, under ``fetch_policy``), sample frames and extract text for one item; never raises."""
     started = time.perf_counter()
     sample = item.sample
     try:
         if item.url is not None:
-            video, content = fetch(item.url, config.frames_dir / "_downloads", max_download_bytes)
-            sample = sample.model_copy(update={"video": video, "key": key_for(sample.id, content)})
+            got = fetch(item.url, config.frames_dir / "_downloads", fetch_policy)
+            sample = sample.model_copy(update={"video": got.path, "key": key_for(sample.id, got.content)})
         ready = prepare(sample, config)
         return Prepared(sample.id, ready, None, time.perf_counter() - started)
     except KuaimodError as exc:
@@ -267,19 +237,47 @@ def run_job(
             prov = provenance_for(raw, policy, template, backend, config)
             emit(error_verdict(raw.id, result.error or "preparation failed", prov, stage=Stage.PIPELINE))
 
-        batch_size = max(1, config.generate.batch_size)
-        ready: list[Sample] = []
-        for item, result in _prepared(todo, config, runner):
-            summary.prepare_seconds += result.seconds
-            if result.sample is None:
-                failed(result, item.sample)
-                continue
-            ready.append(result.sample)
-            if len(ready) >= batch_size:
+        if judge is None and isinstance(backend, WindowedBackend):
+            # One stream through a sliding window of requests (a continuously batching server never
+            # waits for the slowest answer of a batch); preparation feeds it as the window frees up.
+            waiting = 0.0
+
+            def ready_samples() -> Iterator[Sample]:
+                nonlocal waiting
+                prepared = _prepared(todo, config, runner)
+                while True:
+                    t0 = time.perf_counter()
+                    item_result = next(prepared, None)
+                    waiting += time.perf_counter() - t0
+                    if item_result is None:
+                        return
+                    item, result = item_result
+                    summary.prepare_seconds += result.seconds
+                    if result.sample is None:
+                        failed(result, item.sample)
+                        continue
+                    if on_sample is not None:
+                        on_sample(result.sample)
+                    yield result.sample
+
+            t_stream = time.perf_counter()
+            for verdict in moderate(ready_samples(), policy, backend, template, infer_config, precedents=precedents):
+                emit(verdict)
+            summary.inference_seconds += time.perf_counter() - t_stream - waiting
+        else:
+            batch_size = max(1, config.generate.batch_size)
+            ready: list[Sample] = []
+            for item, result in _prepared(todo, config, runner):
+                summary.prepare_seconds += result.seconds
+                if result.sample is None:
+                    failed(result, item.sample)
+                    continue
+                ready.append(result.sample)
+                if len(ready) >= batch_size:
+                    infer(ready)
+                    ready = []
+            if ready:
                 infer(ready)
-                ready = []
-        if ready:
-            infer(ready)
         if bar is not None:
             bar.close()
         summary.seconds = time.perf_counter() - started
@@ -295,7 +293,7 @@ def _prepared(
     """Prepared items as they complete; in worker processes unless ``workers == 0``."""
     if runner.workers <= 0:
         for item in todo:
-            yield item, prepare_item(item, config, runner.max_download_bytes)
+            yield item, prepare_item(item, config, runner.fetch)
         return
     window = runner.window or 2 * (runner.workers + max(1, config.generate.batch_size))
     queue = list(reversed(todo))
@@ -311,7 +309,7 @@ def _prepared(
             while (queue or pending) and not crashed:
                 while queue and len(pending) < window:
                     item = queue.pop()
-                    pending[pool.submit(prepare_item, item, config, runner.max_download_bytes)] = item
+                    pending[pool.submit(prepare_item, item, config, runner.fetch)] = item
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:
                     item = pending.pop(future)
@@ -368,4 +366,4 @@ def _progress(total: int, enabled: bool) -> Any:
     return tqdm(total=total, unit="video", desc="moderating", dynamic_ncols=True, smoothing=0.1)
 
 
-__all__ = ["JobManifest", "JobSummary", "Prepared", "RunnerConfig", "fetch", "prepare_item", "run_job", "write_parquet"]
+__all__ = ["JobManifest", "JobSummary", "Prepared", "RunnerConfig", "prepare_item", "run_job", "write_parquet"]
