@@ -88,9 +88,11 @@ case "$USED" in "$SITE/"*) echo "kuaimod_open from $USED";; *) echo "wrong kuaim
   --no-progress
 "$WORK/full/bin/python" - <<'EOF'
 import json
+from kuaimod_open.judge.policy import default_policy_path, load_policy
 (line,) = open("verdicts.jsonl", encoding="utf-8").read().splitlines()
 verdict = json.loads(line)
-assert verdict["sample_id"] == "bikes" and verdict["provenance"]["policy_version"] == "1.0.0", verdict
+shipped = load_policy(default_policy_path()).version  # the policy inside the installed wheel
+assert verdict["sample_id"] == "bikes" and verdict["provenance"]["policy_version"] == shipped, verdict
 print(f"verdict: {verdict['decision']} ({verdict['status']}), policy {verdict['provenance']['policy_version']}")
 EOF
 

@@ -15,10 +15,12 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
 EXTRAS: dict[str, list[str]] = PYPROJECT["project"]["optional-dependencies"]
+SHIPPED_VERSION = str(yaml.safe_load((REPO / "prompts" / "policy.yaml").read_text(encoding="utf-8"))["version"])
 
 
 def _name(requirement: str) -> str:
@@ -169,7 +171,7 @@ def test_a_non_editable_install_runs_from_another_directory_with_the_default_pol
     assert result.returncode == 0, result.stderr
     package, app, versions = result.stdout.splitlines()
     assert package.startswith(str(target)) and app.startswith(str(target / "kuaimod_open" / "app"))
-    assert versions.split()[0] == "1.0.0"
+    assert versions.split()[0] == SHIPPED_VERSION
     cli = subprocess.run(
         [str(target / "bin" / "kuaimod"), "--version"], cwd=elsewhere, env=env, capture_output=True, text=True
     )
@@ -178,7 +180,7 @@ def test_a_non_editable_install_runs_from_another_directory_with_the_default_pol
     assert shipped.is_file() and not shipped.is_symlink()  # real files in the install, not a link to a checkout
     validate = subprocess.run([str(target / "bin" / "kuaimod"), "policy", "validate", str(shipped)], cwd=elsewhere,
                               env=env, capture_output=True, text=True)  # fmt: skip
-    assert validate.returncode == 0 and "ok (version 1.0.0" in validate.stdout, validate.stderr
+    assert validate.returncode == 0 and f"ok (version {SHIPPED_VERSION}" in validate.stdout, validate.stderr
 
 
 def _torch_choice(tmp_path: Path, env: dict[str, str]) -> str:

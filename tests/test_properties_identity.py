@@ -1,4 +1,4 @@
-"""Property tests (hypothesis) for sample identity: keys, artifact names and canonical ids of files."""
+"""Property tests (hypothesis) for ids, paths and URLs: keys, artifact names, canonical ids, timelines, URL checks."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ import os
 import re
 import tempfile
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from kuaimod_open.ingest.fetch import FetchError, FetchPolicy, check_url
 from kuaimod_open.ingest.frames import frames_folder
 from kuaimod_open.ingest.keys import key_for, key_name, safe_suffix, stored_name, video_inputs
 from kuaimod_open.ingest.sample import VIDEO_EXTENSIONS
@@ -136,3 +138,51 @@ def test_planned_timestamps_are_always_possible(times, claim, k):
     if plan.trusted:
         shown = sum(1 for t in times if t >= -0.05)
         assert len(plan.indices) == min(k + 1, shown)
+
+
+PREFIX_POLICY = FetchPolicy(prefixes=("https://cdn.example.com/videos/",))
+url_piece = st.sampled_from(
+    [
+        "videos",
+        "secret",
+        "..",
+        ".",
+        "%2e",
+        "%2E%2e",
+        "%2f",
+        "%5c",
+        "\\",
+        "a.mp4",
+        "",
+        "%00",
+        "%252e",
+        "x y",
+        "é",
+        "?q=1",
+    ]
+)
+url_text = st.builds(
+    lambda scheme, host, parts: f"{scheme}://{host}/" + "/".join(parts),
+    st.sampled_from(["https", "http", "HTTPS", "file", "ftp", "javascript"]),
+    st.sampled_from(["cdn.example.com", "CDN.EXAMPLE.COM.", "cdn.example.com:443", "cdn.example.com.evil.net",
+                     "cdn.example.com@evil.net", "evil.net", "127.0.0.1", "[::1]", "cdn.example.com:8443"]),
+    st.lists(url_piece, max_size=6),
+)  # fmt: skip
+
+
+@SETTINGS
+@given(st.one_of(url_text, st.text(max_size=80)))
+@example("https://cdn.example.com/videos/../secret/x.mp4")
+@example("https://cdn.example.com/videos/%2e%2e/secret/x.mp4")
+def test_an_allowed_url_is_always_under_the_prefix_with_no_dot_segment(url):
+    try:
+        checked = check_url(url, PREFIX_POLICY)
+    except FetchError as exc:
+        assert exc.reason == "refused"
+        return
+    parts = urlsplit(checked)
+    assert parts.scheme == "https" and parts.hostname == "cdn.example.com" and parts.port in (None, 443)
+    assert parts.path.startswith("/videos/") and parts.username is None
+    decoded = unquote(parts.path)
+    assert not {".", ".."} & set(decoded.replace("\\", "/").split("/")) and "\x00" not in decoded
+    assert check_url(checked, PREFIX_POLICY) == checked  # normalising is idempotent

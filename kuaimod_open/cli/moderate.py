@@ -21,6 +21,7 @@ from kuaimod_open.cli.options import (
 )
 from kuaimod_open.errors import ConfigError, MissingDependencyError
 from kuaimod_open.ingest.extract import OFFLINE_WHISPER, ExtractConfig, check_available
+from kuaimod_open.ingest.fetch import FetchPolicy
 from kuaimod_open.ingest.manifest import collect_items
 from kuaimod_open.ingest.pdq import HashConfig
 from kuaimod_open.ingest.sample import SamplingMode
@@ -218,6 +219,18 @@ def _available(what: str, config: ExtractConfig) -> bool:
 )
 @click.option("--ray-actors", type=click.IntRange(1, 1024), default=1, show_default=True, help="Model replicas.")
 @click.option("--ray-gpus-per-actor", type=click.FloatRange(0, 8), default=0.0, show_default=True)
+@click.option(
+    "--allow-url",
+    "url_prefixes",
+    multiple=True,
+    help="Only fetch manifest URLs under this prefix (repeatable) [default: any public http(s) URL].",
+)
+@click.option(
+    "--allow-network",
+    "allow_networks",
+    multiple=True,
+    help="Network (CIDR) manifest URLs may lead to although it is not public, e.g. 10.20.0.0/16 (repeatable).",
+)
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @first_stage_options
 @match_option
@@ -254,6 +267,8 @@ def moderate_cmd(
     ray_address: str | None,
     ray_actors: int,
     ray_gpus_per_actor: float,
+    url_prefixes: tuple[str, ...],
+    allow_networks: tuple[str, ...],
     progress: bool,
     router: Path | None,
     allow_below: float | None,
@@ -299,7 +314,8 @@ def moderate_cmd(
         hashing=HashConfig() if match_on else None,
     )
     stage = match_stage(store, pol) if match_on and store is not None else None
-    runner = RunnerConfig(workers=workers, parquet=parquet, progress=progress)
+    fetch_policy = FetchPolicy(prefixes=url_prefixes, allow_networks=allow_networks)  # bad values fail here
+    runner = RunnerConfig(workers=workers, parquet=parquet, progress=progress, fetch=fetch_policy)
     if engine == "ray":
         from kuaimod_open.serving.ray_engine import RayConfig, run_ray_job
 
@@ -350,7 +366,8 @@ def backend_spec(
         return BackendSpec("hf", {**options, "device": device, "dtype": dtype})
     if not model:
         raise ConfigError("--backend openai needs --model (the model name the server serves)")
-    return BackendSpec("openai", {"model": model, "base_url": base_url, "api_key": api_key, "concurrency": batch_size})
+    served: dict[str, Any] = {"model": model, "base_url": base_url, "api_key": api_key, "concurrency": batch_size}
+    return BackendSpec("openai", {**served, "adapter": str(adapter) if adapter else None})
 
 
 def precedent_lookup(store: Store, policy: Policy, k: int) -> PrecedentLookup:
@@ -398,14 +415,28 @@ def print_summary(summary: JobSummary, out: Path) -> None:
     show_default=True,
     help="Which Qwen-VL family's transformers classes to build.",
 )
-def tiny_model_cmd(out_dir: Path, seed: int, arch: str) -> None:
+@click.option(
+    "--model-vocab",
+    type=click.IntRange(1),
+    default=None,
+    help="Embedding rows, e.g. 151936 as in Qwen2.5-VL (~80 MB) [default: the tiny tokenizer's ~1k].",
+)
+@click.option(
+    "--bare-generation-config",
+    is_flag=True,
+    help="No sampling or penalty fields (default: Qwen2.5-VL's published top_k/top_p/temperature/penalty).",
+)
+def tiny_model_cmd(out_dir: Path, seed: int, arch: str, model_vocab: int | None, bare_generation_config: bool) -> None:
     """Build a tiny random Qwen-VL checkpoint in OUT_DIR (offline, ~1 MB) for smoke tests.
 
-    Its answers are random tokens, so its verdicts are 'unparsed' and go to review.
+    It mimics a real checkpoint where the code depends on it: Qwen2.5-VL's published generation config,
+    the real processors' pixel budget, the real chat template's shape. Its answers are random tokens,
+    so its verdicts go to review ('unparsed', or an error when the noise runs to --max-new-tokens).
     """
     from kuaimod_open.judge.backends.tiny import build_tiny_qwen_vl
 
-    path = build_tiny_qwen_vl(out_dir, arch=arch, seed=seed)
+    generation: dict[str, Any] | None = {} if bare_generation_config else None
+    path = build_tiny_qwen_vl(out_dir, arch=arch, seed=seed, model_vocab=model_vocab, generation=generation)
     click.echo(f"tiny {arch} written to {path}; use it with: kuaimod moderate VIDEO --model {path}")
 
 

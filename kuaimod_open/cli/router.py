@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import click
 
+from kuaimod_open.cli.confidence import confidence_options, generate_config
 from kuaimod_open.cli.evaluate import ROUTER_BATCH
 from kuaimod_open.cli.moderate import print_summary
 from kuaimod_open.cli.options import (
@@ -21,7 +23,6 @@ from kuaimod_open.cli.options import (
 from kuaimod_open.ingest.benchmark import load_benchmark
 from kuaimod_open.ingest.manifest import WorkItem
 from kuaimod_open.ingest.sample import Sample
-from kuaimod_open.judge.backends.base import GenerateConfig
 from kuaimod_open.judge.flags import Flag
 from kuaimod_open.judge.pipeline import ModelRef, ModerationConfig
 from kuaimod_open.judge.policy import default_policy_path, load_policy
@@ -152,6 +153,7 @@ def train_router_cmd(
 )
 @policy_options
 @backend_options
+@confidence_options
 @verdict_db_option
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def cascade_cmd(
@@ -173,6 +175,8 @@ def cascade_cmd(
     api_key: str | None,
     batch_size: int,
     max_new_tokens: int,
+    logprobs: bool,
+    confidence_calibration: Path | None,
     db: str | None,
     progress: bool,
 ) -> None:
@@ -192,11 +196,13 @@ def cascade_cmd(
     pol, tmpl = load_policy_and_template(policy, template)
     loaded = FirstStage(str(router), allow_below, flag_at).load()  # bad thresholds fail before any model loads
     items = [WorkItem(s) for s in load_benchmark(data, frames_root)]
-    moderation = ModerationConfig(
-        frames_dir=out.with_name(out.name + ".frames"),
-        generate=GenerateConfig(max_new_tokens=max_new_tokens, batch_size=batch_size, logprobs=True),
-    )
-    vlm_backend = build_backend(backend, model, adapter, device, dtype, base_url, api_key, batch_size) if vlm else None
+    moderation = ModerationConfig(frames_dir=out.with_name(out.name + ".frames"))
+    vlm_backend = None
+    if vlm:
+        # Log-probabilities only when asked for (--logprobs, or a calibration that needs them), as in moderate.
+        generate, calibration = generate_config(max_new_tokens, batch_size, logprobs, confidence_calibration)
+        moderation = dataclasses.replace(moderation, generate=generate, confidence_calibration=calibration)
+        vlm_backend = build_backend(backend, model, adapter, device, dtype, base_url, api_key, batch_size)
     judge = cascade_judge(loaded, pol, vlm_backend, tmpl if vlm else None, moderation)
     runner = RunnerConfig(workers=0, progress=progress, judge_batch=None if vlm else ROUTER_BATCH)
     summary = run_job(

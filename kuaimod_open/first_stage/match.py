@@ -149,8 +149,8 @@ class FrameIndex:
             return [(empty, empty.astype(np.int32)) for _ in range(len(queries))]
         if self._index is None:
             out = []
-            for start in range(0, len(queries), 64):  # bounded memory: 64 x bank distances at a time
-                block = distances(queries[start : start + 64], self.codes)
+            for start in range(0, len(queries), 8):  # bounded memory: 8 x bank x 32 bytes at a time
+                block = distances(queries[start : start + 8], self.codes)
                 for row in block:
                     ids = np.nonzero(row <= max_distance)[0]
                     out.append((ids.astype(np.int64), row[ids]))

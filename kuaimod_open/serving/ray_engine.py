@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from kuaimod_open._lazy import require
 from kuaimod_open.first_stage.cascade import FirstStage, cascade_judge
 from kuaimod_open.first_stage.match import MatchStage, matching_judge, vlm_judge
+from kuaimod_open.ingest.fetch import FetchPolicy
 from kuaimod_open.ingest.manifest import WorkItem
 from kuaimod_open.ingest.sample import Sample
 from kuaimod_open.judge.backends import get_backend
@@ -62,9 +63,9 @@ class RayConfig:
     cpus_per_task: float = 1.0  # per preparation task
 
 
-def _prepare_row(row: dict[str, Any], config: ModerationConfig, max_bytes: int) -> dict[str, Any]:
+def _prepare_row(row: dict[str, Any], config: ModerationConfig, fetch_policy: FetchPolicy) -> dict[str, Any]:
     item = WorkItem(Sample.model_validate_json(row["sample"]), url=row["url"] or None)
-    result = prepare_item(item, config, max_bytes)
+    result = prepare_item(item, config, fetch_policy)
     return {
         "sample": (result.sample or item.sample).model_dump_json(),
         "error": result.error or "",
@@ -155,7 +156,7 @@ def run_ray_job(
             rows = [{"sample": i.sample.model_dump_json(), "url": i.url or ""} for i in todo]
             ds = ray.data.from_items(rows).map(
                 _prepare_row,
-                fn_kwargs={"config": config, "max_bytes": runner.max_download_bytes},
+                fn_kwargs={"config": config, "fetch_policy": runner.fetch},
                 num_cpus=ray_config.cpus_per_task,
             )
             ds = ds.map_batches(

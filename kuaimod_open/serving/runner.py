@@ -10,25 +10,30 @@ job goes on.
 
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
+import dataclasses
 import time
-import urllib.request
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kuaimod_open.errors import ConfigError, KuaimodError
 from kuaimod_open.first_stage.match import Judge, vlm_judge
-from kuaimod_open.ingest.keys import key_for, safe_suffix, stored_name
+from kuaimod_open.ingest.fetch import FetchPolicy, fetch
+from kuaimod_open.ingest.keys import key_for
 from kuaimod_open.ingest.manifest import WorkItem
 from kuaimod_open.ingest.sample import Sample
-from kuaimod_open.judge.backends.base import Backend
-from kuaimod_open.judge.pipeline import ModelIdentity, ModerationConfig, PrecedentLookup, prepare, provenance_for
+from kuaimod_open.judge.backends.base import Backend, WindowedBackend
+from kuaimod_open.judge.pipeline import (
+    ModelIdentity,
+    ModerationConfig,
+    PrecedentLookup,
+    moderate,
+    prepare,
+    provenance_for,
+)
 from kuaimod_open.judge.policy import Policy
 from kuaimod_open.judge.prompt import Template
 from kuaimod_open.judge.verdict import Stage, error_verdict
@@ -36,9 +41,6 @@ from kuaimod_open.serving.writer import JobSummary, VerdictWriter, write_parquet
 
 if TYPE_CHECKING:
     from kuaimod_open.loop.store import Store
-
-# A remote video larger than this is refused rather than filling the disk (override per job).
-MAX_DOWNLOAD_BYTES = 2 << 30
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,8 @@ class RunnerConfig:
     progress: bool = True
     # Items being prepared ahead of inference; None: enough to keep workers busy during a batch.
     window: int | None = None
-    max_download_bytes: int = MAX_DOWNLOAD_BYTES
+    # What URLs in the manifest may be fetched from, and within which limits (kuaimod_open.ingest.fetch).
+    fetch: FetchPolicy = field(default_factory=FetchPolicy)
     # Samples handed to the judge at once; None: the model's batch size. A router deciding alone scores
     # hundreds at once (its per-call overhead dominates), while a VLM batch bounds what a kill can lose.
     judge_batch: int | None = None
@@ -69,40 +72,14 @@ class Prepared:
     seconds: float
 
 
-def fetch(url: str, folder: Path, max_bytes: int = MAX_DOWNLOAD_BYTES, timeout: float = 60.0) -> tuple[Path, str]:
-    """Download ``url`` into ``folder``, named by its content (:func:`kuaimod_open.ingest.keys.stored_name`).
-
-    Returns the file and its sha256. The bytes go to a private temporary file first and are renamed
-    into place, so concurrent downloads never see each other's partial files; identical content is
-    stored once. Files larger than ``max_bytes`` are refused.
-    """
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=".part-")
-    tmp = Path(tmp_name)
-    got, h = 0, hashlib.sha256()
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, os.fdopen(fd, "wb") as out:  # noqa: S310 (schemes checked)
-            while chunk := response.read(1 << 20):
-                got += len(chunk)
-                if got > max_bytes:
-                    raise KuaimodError(f"{url}: larger than the {max_bytes} byte limit")
-                h.update(chunk)
-                out.write(chunk)
-        dst = folder / stored_name(h.hexdigest(), safe_suffix(url.split("?")[0]) or ".mp4")
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return dst, h.hexdigest()
-
-
-def prepare_item(item: WorkItem, config: ModerationConfig, max_download_bytes: int = MAX_DOWNLOAD_BYTES) -> Prepared:
-    """Fetch (for URLs), sample frames and extract text for one item; never raises."""
+def prepare_item(item: WorkItem, config: ModerationConfig, fetch_policy: FetchPolicy | None = None) -> Prepared:
+    """Fetch (for URLs, under ``fetch_policy``), sample frames and extract text for one item; never raises."""
     started = time.perf_counter()
     sample = item.sample
     try:
         if item.url is not None:
-            video, content = fetch(item.url, config.frames_dir / "_downloads", max_download_bytes)
-            sample = sample.model_copy(update={"video": video, "key": key_for(sample.id, content)})
+            got = fetch(item.url, config.frames_dir / "_downloads", fetch_policy)
+            sample = sample.model_copy(update={"video": got.path, "key": key_for(sample.id, got.content)})
         ready = prepare(sample, config)
         return Prepared(sample.id, ready, None, time.perf_counter() - started)
     except KuaimodError as exc:
@@ -137,6 +114,8 @@ def run_job(
     decided, for provenance. With ``store``, every prepared sample and verdict is recorded there too.
     """
     out, config, runner = Path(out), config or ModerationConfig(), runner or RunnerConfig()
+    # A windowed backend (openai) gets one stream through a sliding window of requests instead of batches.
+    stream = backend if judge is None and isinstance(backend, WindowedBackend) else None
     if judge is None:
         if backend is None:
             raise ConfigError("run_job needs a backend or a judge")
@@ -150,30 +129,63 @@ def run_job(
         summary.workers = runner.workers
         started = time.perf_counter()
 
-        def infer(batch: list[Sample]) -> None:
-            t0 = time.perf_counter()
-            verdicts = judge(batch)
-            if [v.sample_id for v in verdicts] != [x.id for x in batch]:
-                raise KuaimodError("the judge must return one verdict per sample, in input order")
-            summary.inference_seconds += time.perf_counter() - t0
-            for sample, verdict in zip(batch, verdicts, strict=True):
-                writer.write(verdict, sample)
+        def failed(result: Prepared, raw: Sample) -> None:
+            prov = provenance_for(raw, policy, template, identity, config)
+            reason = result.error or "preparation failed"
+            writer.write(error_verdict(raw.id, reason, prov, stage=Stage.PIPELINE), raw)
 
-        batch_size = runner.judge_batch or max(1, config.generate.batch_size)
-        ready: list[Sample] = []
-        for item, result in _prepared(todo, config, runner):
-            summary.prepare_seconds += result.seconds
-            if result.sample is None:
-                prov = provenance_for(item.sample, policy, template, identity, config)
-                reason = result.error or "preparation failed"
-                writer.write(error_verdict(item.sample.id, reason, prov, stage=Stage.PIPELINE), item.sample)
-                continue
-            ready.append(result.sample)
-            if len(ready) >= batch_size:
+        if stream is not None:
+            # A continuously batching server never waits for the slowest answer of a batch; preparation
+            # feeds the window as it frees up.
+            infer_config = dataclasses.replace(config, extract=None, hashing=None)
+            waiting = 0.0
+            in_hand: dict[str, Sample] = {}
+
+            def ready_samples() -> Iterator[Sample]:
+                nonlocal waiting
+                prepared = _prepared(todo, config, runner)
+                while True:
+                    t0 = time.perf_counter()
+                    item_result = next(prepared, None)
+                    waiting += time.perf_counter() - t0
+                    if item_result is None:
+                        return
+                    item, result = item_result
+                    summary.prepare_seconds += result.seconds
+                    if result.sample is None:
+                        failed(result, item.sample)
+                        continue
+                    in_hand[result.sample.id] = result.sample
+                    yield result.sample
+
+            t_stream = time.perf_counter()
+            for verdict in moderate(ready_samples(), policy, stream, template, infer_config, precedents=precedents):
+                writer.write(verdict, in_hand.pop(verdict.sample_id, None))
+            summary.inference_seconds += time.perf_counter() - t_stream - waiting
+        else:
+
+            def infer(batch: list[Sample]) -> None:
+                t0 = time.perf_counter()
+                verdicts = judge(batch)
+                if [v.sample_id for v in verdicts] != [x.id for x in batch]:
+                    raise KuaimodError("the judge must return one verdict per sample, in input order")
+                summary.inference_seconds += time.perf_counter() - t0
+                for sample, verdict in zip(batch, verdicts, strict=True):
+                    writer.write(verdict, sample)
+
+            batch_size = runner.judge_batch or max(1, config.generate.batch_size)
+            ready: list[Sample] = []
+            for item, result in _prepared(todo, config, runner):
+                summary.prepare_seconds += result.seconds
+                if result.sample is None:
+                    failed(result, item.sample)
+                    continue
+                ready.append(result.sample)
+                if len(ready) >= batch_size:
+                    infer(ready)
+                    ready = []
+            if ready:
                 infer(ready)
-                ready = []
-        if ready:
-            infer(ready)
         summary.seconds = time.perf_counter() - started
     if runner.parquet is not None:
         write_parquet(out, runner.parquet)
@@ -187,7 +199,7 @@ def _prepared(
     """Prepared items as they complete; in worker processes unless ``workers == 0``."""
     if runner.workers <= 0:
         for item in todo:
-            yield item, prepare_item(item, config, runner.max_download_bytes)
+            yield item, prepare_item(item, config, runner.fetch)
         return
     window = runner.window or 2 * (runner.workers + max(1, config.generate.batch_size))
     queue = list(reversed(todo))
@@ -203,7 +215,7 @@ def _prepared(
             while (queue or pending) and not crashed:
                 while queue and len(pending) < window:
                     item = queue.pop()
-                    pending[pool.submit(prepare_item, item, config, runner.max_download_bytes)] = item
+                    pending[pool.submit(prepare_item, item, config, runner.fetch)] = item
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:
                     item = pending.pop(future)
@@ -225,4 +237,4 @@ def _prepared(
                 queue.append(item)
 
 
-__all__ = ["Judge", "Prepared", "RunnerConfig", "fetch", "prepare_item", "run_job"]
+__all__ = ["Judge", "Prepared", "RunnerConfig", "prepare_item", "run_job"]

@@ -33,12 +33,14 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field
 
 from kuaimod_open import __version__
 from kuaimod_open._lazy import require
 from kuaimod_open.errors import InputError
+from kuaimod_open.ingest.fetch import FetchError, FetchPolicy, check_url, fetch
 from kuaimod_open.ingest.keys import key_for, stored_name
 from kuaimod_open.ingest.sample import Sample
 from kuaimod_open.judge.backends.base import Backend
@@ -48,7 +50,7 @@ from kuaimod_open.judge.prompt import Template
 from kuaimod_open.judge.verdict import Verdict
 from kuaimod_open.loop.feedback import FeedbackEvent, add_feedback
 from kuaimod_open.loop.store import Store
-from kuaimod_open.serving.runner import Judge, fetch
+from kuaimod_open.serving.runner import Judge
 from kuaimod_open.serving.writer import VerdictWriter
 
 JSON_LIMIT = 1 << 20  # 1 MiB: text fields are clipped in the prompt anyway
@@ -76,6 +78,18 @@ class ServeSettings:
     feedback_path: Path = Path(".kuaimod/serve/feedback.jsonl")
     verdict_log: Path | None = None  # every served verdict, appended; None: <work_dir>/verdicts.jsonl
     batch_wait_s: float = 0.02  # how long the first request of a batch waits for company
+    # Networks a URL may lead to although they are not public (--allow-network); default: none.
+    allow_networks: tuple[str, ...] = ()
+    fetch_timeout_s: float = 120.0  # the whole download of a URL, redirects included
+
+    def fetch_policy(self) -> FetchPolicy:
+        """The fetcher's rules for client URLs (raises ConfigError for a bad prefix or network)."""
+        return FetchPolicy(
+            prefixes=self.url_prefixes,
+            allow_networks=self.allow_networks,
+            max_bytes=self.max_upload_bytes,
+            total_s=self.fetch_timeout_s,
+        )
 
 
 class ModerateRequest(BaseModel):
@@ -245,6 +259,7 @@ def create_app(
     from fastapi.responses import PlainTextResponse
 
     state = _State(settings, policy, template, backend, config)
+    fetch_policy = settings.fetch_policy()
     # Served verdicts are an audit trail: a repeated id (a re-upload) is logged again, not skipped.
     log = settings.verdict_log or settings.work_dir / "verdicts.jsonl"
     writer = VerdictWriter(log, store=store, policy=policy, unique=False)
@@ -319,15 +334,17 @@ def create_app(
         if body.path is not None:
             video = _confined(body.path, settings.roots)
         elif body.url is not None:
-            if not any(body.url.startswith(p) for p in settings.url_prefixes if p.startswith(("http://", "https://"))):
-                raise HTTPException(403, "this URL is not under any --allow-url prefix of the server")
-            video_suffix(Path(body.url.split("?")[0]).name, settings.video_suffixes)
+            if not settings.url_prefixes:
+                raise HTTPException(403, "this server fetches no URLs (start it with --allow-url PREFIX)")
             try:
-                video, content = await run_in_threadpool(
-                    fetch, body.url, settings.work_dir / "downloads", settings.max_upload_bytes, 60.0
-                )
-            except Exception as exc:  # urllib raises many kinds; the client needs the reason
-                raise HTTPException(502, f"could not fetch the URL: {str(exc)[:200]}") from None
+                checked = check_url(body.url, fetch_policy)
+                video_suffix(urlsplit(checked).path, settings.video_suffixes)
+                got = await run_in_threadpool(fetch, checked, settings.work_dir / "downloads", fetch_policy)
+            except FetchError as exc:
+                # Refusals name the rule; network failures all read the same (no errno, no address).
+                status = {"refused": 403, "too_large": 413}.get(exc.reason, 502)
+                raise HTTPException(status, str(exc)) from None
+            video, content = got.path, got.content
         sid = body.id or _derived_id(body, video)
         sample = Sample(
             id=sid, video=video, title=body.title, ocr=body.ocr, asr=body.asr, comments=tuple(body.comments)
@@ -405,6 +422,8 @@ def _confined(raw: str, roots: tuple[Path, ...]) -> Path:
 
     if not roots:
         raise HTTPException(403, "this server accepts no paths (start it with --root DIR)")
+    if "\x00" in raw:
+        raise HTTPException(400, "the path contains a NUL byte")
     for root in roots:
         base = root.resolve()
         candidate = (base / raw).resolve()  # an absolute raw path replaces base here
