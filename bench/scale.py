@@ -67,6 +67,12 @@ def _stats(values: list[float]) -> dict[str, float]:
     }
 
 
+def _cpu() -> float:
+    """This process's CPU seconds (user + system): what the code costs, whatever the machine's load."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _maxrss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
@@ -84,10 +90,12 @@ def measure_new(url: str) -> dict[str, Any]:
     policy = load_policy(default_policy_path())
     queue_page(store)  # warm the connection pool and caches, as a running app is
     first, deep = [], []
+    cpu = _cpu()
     for _ in range(20):
         t = time.perf_counter()
         page = queue_page(store)
         first.append(time.perf_counter() - t)
+    page_cpu = (_cpu() - cpu) / 20
     cursor = None
     for _ in range(20):
         cursor = queue_page(store, cursor=cursor, with_total=False).next_cursor
@@ -97,6 +105,7 @@ def measure_new(url: str) -> dict[str, Any]:
         deep.append(time.perf_counter() - t)
     decide = []
     item = claim_next(store, "bench-reviewer", lease_s=600)
+    cpu = _cpu()
     for _ in range(20):
         if item is None:
             break
@@ -107,8 +116,11 @@ def measure_new(url: str) -> dict[str, Any]:
                         category=category, decision=decision, reason_code="other")  # fmt: skip
         item = claim_next(store, "bench-reviewer", lease_s=600)
         decide.append(time.perf_counter() - t)
+    decide_cpu = (_cpu() - cpu) / max(1, len(decide))
     return {
         "total": page.total,
+        "page_client_cpu_ms": round(page_cpu * 1000, 1),
+        "decide_next_client_cpu_ms": round(decide_cpu * 1000, 1),
         "page": _stats(first),
         "deep_page": _stats(deep),
         "decide_next": _stats(decide),
@@ -124,9 +136,9 @@ def measure_old(url: str) -> dict[str, Any]:
     legacy = _legacy("app/queue.py", "legacy_queue")
     store = Store(url)
     policy = load_policy(default_policy_path())
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), _cpu()
     items = legacy.review_queue(store, policy)
-    once = time.perf_counter() - t
+    once, once_cpu = time.perf_counter() - t, _cpu() - cpu
     top = items[0]
     t = time.perf_counter()
     add_feedback(store, FeedbackEvent(sample_id=top.sample_id, kind="reviewer_decision", category=policy.benign,
@@ -136,6 +148,7 @@ def measure_old(url: str) -> dict[str, Any]:
     return {
         "total": len(items),
         "page_ms": round(once * 1000),
+        "page_client_cpu_ms": round(once_cpu * 1000),
         "decide_next_ms": round(decide * 1000),
         "maxrss_mb": _maxrss_mb(),
     }
@@ -149,20 +162,22 @@ def measure_import(url: str, csv_path: str, legacy_csv: str) -> dict[str, Any]:
     store = Store(url)
     policy = load_policy(default_policy_path())
     rows = sum(1 for _ in open(csv_path, encoding="utf-8")) - 1
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), _cpu()
     result = import_feedback(store, csv_path, policy)
-    new = time.perf_counter() - t
+    new, new_cpu = time.perf_counter() - t, _cpu() - cpu
     legacy = _legacy("kuaimod_open/loop/feedback.py", "legacy_feedback")
     old_rows = sum(1 for _ in open(legacy_csv, encoding="utf-8")) - 1
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), _cpu()
     legacy.import_feedback(store, legacy_csv, policy)
-    old = time.perf_counter() - t
+    old, old_cpu = time.perf_counter() - t, _cpu() - cpu
     return {
         "rows": rows,
         "inserted": result.inserted,
         "rows_per_s": round(rows / new),
+        "rows_per_client_cpu_s": round(rows / new_cpu),
         "old_rows": old_rows,
         "old_rows_per_s": round(old_rows / old),
+        "old_rows_per_client_cpu_s": round(old_rows / old_cpu),
     }
 
 

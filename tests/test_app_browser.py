@@ -192,14 +192,14 @@ def test_policy_editor_shows_errors_and_saves_versions(served: dict[str, Any]) -
     page, db = served["page"], served["db"]
     page.get_by_role("tab", name="Policy editor").click()
     errors = page.locator("#km-policy-errors textarea")
-    expect(errors).to_have_value(re.compile("valid: .* v1.0.0"))
+    expect(errors).to_have_value(re.compile("valid: .* v1.1.0"))
     text = (REPO / "prompts" / "policy.yaml").read_text(encoding="utf-8")
-    bad = text.replace('version: "1.0.0"', 'version: "1.0.1"', 1).replace("action: block", "action: ban", 1)
+    bad = text.replace('version: "1.1.0"', 'version: "1.1.1"', 1).replace("action: block", "action: ban", 1)
     _set_editor(page, bad)
     page.locator("#km-policy-save").click()
     expect(page.locator("#km-policy-status")).to_contain_text("Not saved: the policy is invalid")
     expect(errors).to_have_value(re.compile(r"<edited policy>:\d+: categories\.\d+\.action: .*'ban'"))
-    assert _query(db, "SELECT name FROM models WHERE kind='policy'") == [("1.0.0",)]
+    assert _query(db, "SELECT name FROM models WHERE kind='policy'") == [("1.1.0",)]
     page.locator("#km-policy-preview-btn").click()
     expect(page.locator("#km-prompt-preview textarea")).to_have_value(re.compile("invalid"))
     _shot(page, "policy_editor.png")
@@ -207,12 +207,12 @@ def test_policy_editor_shows_errors_and_saves_versions(served: dict[str, Any]) -
     _set_editor(page, bad.replace("action: ban", "action: block", 1))
     page.locator("#km-policy-note textarea, #km-policy-note input").first.fill("wording only")
     page.locator("#km-policy-save").click()
-    expect(page.locator("#km-policy-status")).to_contain_text("Saved policy version 1.0.1")
-    expect(page.locator("#km-policy-history")).to_contain_text("1.0.1")
+    expect(page.locator("#km-policy-status")).to_contain_text("Saved policy version 1.1.1")
+    expect(page.locator("#km-policy-history")).to_contain_text("1.1.1")
     assert _query(db, "SELECT name, status FROM models WHERE kind='policy' ORDER BY id") == [
-        ("1.0.0", "active"), ("1.0.1", "candidate")
+        ("1.1.0", "active"), ("1.1.1", "candidate")
     ]  # fmt: skip
-    assert (served["tmp"] / "policies" / "policy.v1.0.1.yaml").is_file()
+    assert (served["tmp"] / "policies" / "policy.v1.1.1.yaml").is_file()
 
 
 def test_evaluation_tab_shows_reports_and_learning_curve(served: dict[str, Any]) -> None:

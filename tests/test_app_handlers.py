@@ -128,7 +128,7 @@ def test_queue_holds_what_needs_a_human(ctx: h.ReviewContext) -> None:
     assert [i.sample_id for i in h.queue_items(ctx, category="ILLEGAL")] == ["demo-03"]
     assert {i.sample_id for i in h.queue_items(ctx, category=NO_CATEGORY)} == {"demo-02", "demo-05"}
     assert h.queue_items(ctx, version="9.9") == []
-    assert len(h.queue_items(ctx, version="1.0.0")) == 6
+    assert len(h.queue_items(ctx, version="1.1.0")) == 6
 
 
 def test_decisions_leave_the_queue_until_a_new_verdict_or_report(ctx: h.ReviewContext) -> None:
@@ -240,19 +240,19 @@ def test_policy_editor_validate_save_history_rollback(ctx: h.ReviewContext) -> N
     assert policy is None and "action" in error and "<edited policy>:" in error and "'ban'" in error
     with pytest.raises(PolicyError):
         pe.save(ctx, bad, "alice")
-    new_text = text.replace('version: "1.0.0"', 'version: "1.0.1"', 1)
+    new_text = text.replace('version: "1.1.0"', 'version: "1.1.1"', 1)
     assert new_text != text
     art = pe.save(ctx, new_text, "alice", note="tighten wording")
-    assert art.name == "1.0.1" and str(art.status) == "candidate" and Path(art.path).is_file()
+    assert art.name == "1.1.1" and str(art.status) == "candidate" and Path(art.path).is_file()
     with pytest.raises(ConfigError, match="already exists"):
         pe.save(ctx, new_text, "alice")
     history = pe.history_rows(ctx)
-    assert [r[1] for r in history] == ["1.0.1", "1.0.0"] and history[0][4] == "alice"
+    assert [r[1] for r in history] == ["1.1.1", "1.1.0"] and history[0][4] == "alice"
     diff = pe.version_diff(ctx, art.id)
-    assert '-version: "1.0.0"' in diff and '+version: "1.0.1"' in diff
+    assert '-version: "1.1.0"' in diff and '+version: "1.1.1"' in diff
     pe.activate(ctx, "alice", art.id)
-    assert ctx.policy()[0].version == "1.0.1"
-    assert pe.rollback(ctx, "bob").name == "1.0.0" and ctx.policy()[0].version == "1.0.0"
+    assert ctx.policy()[0].version == "1.1.1"
+    assert pe.rollback(ctx, "bob").name == "1.1.0" and ctx.policy()[0].version == "1.1.0"
     actions = [r["action"] for r in audit_rows(ctx.store)]
     assert actions == ["policy_rollback", "policy_activate", "policy_save"]
 
@@ -263,13 +263,13 @@ def test_prompt_preview_and_dry_run(ctx: h.ReviewContext) -> None:
     assert "===== system =====" in preview and "清仓特价" in preview and "PRIVATE_DEAL" in preview
     assert "invalid" in pe.prompt_preview(ctx, "version: [", None)
     assert "no predictor configured" in pe.dry_run(ctx, text, "alice")
-    stricter = text.replace('version: "1.0.0"', 'version: "1.1.0"', 1)
+    stricter = text.replace('version: "1.1.0"', 'version: "1.2.0"', 1)
 
     def predict(samples, policy):  # keyword rule: the edited policy is "stricter" on titles with 特价
         out = []
         for s in samples:
             _, v = latest_verdicts(ctx.store)[s.id]
-            if policy.version == "1.1.0" and "特价" in s.title:
+            if policy.version == "1.2.0" and "特价" in s.title:
                 v = v.model_copy(update={"decision": "block", "category": "HYPE_SELLING"})
             out.append(v.model_copy(update={"sample_id": s.id}))
         return out

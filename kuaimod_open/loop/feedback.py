@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import operator
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -331,10 +332,22 @@ def _insert_feedback(store: Store, events: Sequence[FeedbackEvent]) -> int:
             inserted = len(conn.execute(stmt, [_feedback_row(e) for e in unique]).all())
         else:
             inserted = 0
+            # The driver's executemany with SQLAlchemy's own conversion of the times (same stored text):
+            # building SQLAlchemy parameters per row cost more than SQLite's insert itself.
+            to_db = t.c.created_at.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+            sql = (
+                f"INSERT OR IGNORE INTO feedback ({', '.join(FEEDBACK_COLUMNS)}) "
+                f"VALUES ({', '.join('?' for _ in FEEDBACK_COLUMNS)})"
+            )
+            pick = operator.itemgetter(*FEEDBACK_COLUMNS)
             for chunk in _chunks(unique, BATCH):
-                inserted += conn.execute(
-                    t.insert().prefix_with("OR IGNORE"), [_feedback_row(e) for e in chunk]
-                ).rowcount
+                rows = [_feedback_row(e) for e in chunk]
+                for row in rows:
+                    row["created_at"] = to_db(row["created_at"])
+                cursor = conn.connection.dbapi_connection.cursor()
+                cursor.executemany(sql, [pick(row) for row in rows])
+                inserted += cursor.rowcount
+                cursor.close()
         if inserted:
             labelled = {e.sample_id for e in unique if e.kind.is_label}
             queue.on_feedback(conn, store, {e.sample_id for e in unique}, labelled)
@@ -359,8 +372,11 @@ class ImportResult(NamedTuple):
     ties: tuple[str, ...] = ()
 
 
-def read_feedback_file(path: str | Path) -> list[FeedbackEvent]:
-    """Validate a CSV or JSONL feedback file; every bad row is reported with its line number."""
+def read_feedback_file(path: str | Path, *, source: str = "") -> list[FeedbackEvent]:
+    """Validate a CSV or JSONL feedback file; every bad row is reported with its line number.
+
+    ``source``: recorded on rows that name none (set after the event id is derived, which it does not change).
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"Feedback file not found: {path}")
@@ -383,6 +399,8 @@ def read_feedback_file(path: str | Path) -> list[FeedbackEvent]:
             # which default to the import time) inserts nothing twice.
             canonical = json.dumps(fields, ensure_ascii=False, sort_keys=True, default=str)
             fields["event_id"] = "row-" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:28]
+        if source and "source" not in fields:
+            fields["source"] = source
         try:
             events.append(FeedbackEvent.model_validate(fields))
         except ValidationError as exc:
@@ -401,9 +419,7 @@ def import_feedback(store: Store, path: str | Path, policy: Policy) -> ImportRes
     inserts the events and updates the review queue. Label ties among the imported samples are
     returned in :attr:`ImportResult.ties`.
     """
-    events = [
-        e.model_copy(update={"source": e.source or f"import:{Path(path).name}"}) for e in read_feedback_file(path)
-    ]
+    events = read_feedback_file(path, source=f"import:{Path(path).name}")
     resolved, problems = [], []
     for number, event in enumerate(events, start=1):
         try:
