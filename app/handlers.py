@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from kuaimod_open.core.embedding import Embedder
 from kuaimod_open.errors import KuaimodError
 from kuaimod_open.ingest.sample import Sample
 from kuaimod_open.judge.policy import Policy, default_policy_path
@@ -28,7 +29,7 @@ from kuaimod_open.loop.feedback import (
     record_decision,
     stored_samples,
 )
-from kuaimod_open.loop.precedents import Embedder, add_precedent
+from kuaimod_open.loop.precedents import add_precedent
 from kuaimod_open.loop.registry import active_policy
 from kuaimod_open.loop.store import Store
 
@@ -79,7 +80,7 @@ class ReviewContext:
     def embedder(self) -> Embedder | None:
         """The precedent embedder, when configured (loaded once)."""
         if self.config.use_embedder and self._embedder is None:
-            from kuaimod_open.loop.precedents import E5Embedder
+            from kuaimod_open.core.embedding import E5Embedder
 
             self._embedder = E5Embedder()
         return self._embedder

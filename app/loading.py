@@ -8,7 +8,8 @@ from typing import Any
 
 from kuaimod_open import __version__
 from kuaimod_open.ingest.benchmark import load_benchmark
-from kuaimod_open.ingest.sample import IMAGE_EXTENSIONS, Frame, Sample, read_jsonl
+from kuaimod_open.ingest.frames import find_frames
+from kuaimod_open.ingest.sample import Frame, Sample, read_jsonl
 from kuaimod_open.judge.flags import Flag
 from kuaimod_open.judge.policy import Decision, Policy
 from kuaimod_open.judge.verdict import (
@@ -27,23 +28,10 @@ from kuaimod_open.loop.feedback import FeedbackEvent, FeedbackKind, add_feedback
 from kuaimod_open.loop.store import Store
 
 
-def _safe_name(sample_id: str) -> str:
-    # The per-sample frame folder name used by kuaimod_open.judge.pipeline (<out>.frames/<name>/).
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in sample_id)[:120] or "sample"
-
-
 def _stored_payloads(store: Store, sample_id: str) -> set[str]:
     t = store.table("verdicts")
     with store.engine.connect() as conn:
         return {r[0] for r in conn.execute(store.sa.select(t.c.payload).where(t.c.sample_id == sample_id))}
-
-
-def _frames_from_folder(folder: Path, timestamps: list[float | None]) -> tuple[Frame, ...]:
-    if not folder.is_dir():
-        return ()
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
-    stamps = timestamps if len(timestamps) == len(paths) else [None] * len(paths)
-    return tuple(Frame(path=p, timestamp=t) for p, t in zip(paths, stamps, strict=True))
 
 
 def load_verdict_file(
@@ -52,8 +40,8 @@ def load_verdict_file(
     """Record the verdicts of a JSONL file (and their samples) for review; returns (new verdicts, samples).
 
     Sample text and frames come from ``data`` (KuaiMod-format rows) when given; otherwise the frames
-    ``kuaimod moderate`` kept in ``<verdicts>.frames/<sample id>/`` are used. Loading a file twice
-    adds nothing.
+    ``kuaimod moderate`` kept in ``<verdicts>.frames/`` under the verdict's sample key are used
+    (:func:`kuaimod_open.ingest.frames.find_frames`). Loading a file twice adds nothing.
     """
     path = Path(path)
     verdicts = [Verdict.model_validate(obj) for _, obj in read_jsonl(path)]
@@ -61,10 +49,9 @@ def load_verdict_file(
     frames_dir = path.with_name(path.name + ".frames")
     added = 0
     for verdict in verdicts:
-        sample = rows.get(verdict.sample_id) or Sample(
-            id=verdict.sample_id,
-            frames=_frames_from_folder(frames_dir / _safe_name(verdict.sample_id), verdict.provenance.frame_timestamps),
-        )
+        key, stamps = verdict.provenance.sample_key, verdict.provenance.frame_timestamps
+        frames = find_frames(frames_dir, verdict.sample_id, key, stamps) if key else ()
+        sample = rows.get(verdict.sample_id) or Sample(id=verdict.sample_id, frames=frames)
         record_sample(store, sample)
         if verdict.model_dump_json() not in _stored_payloads(store, verdict.sample_id):
             record_verdict(store, verdict)

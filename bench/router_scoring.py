@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--n", type=int, default=100)
     args = parser.parse_args()
-    os.environ["KUAIMOD_CACHE_DIR"] = tempfile.mkdtemp(prefix="kuaimod-bench-cache-")  # cold
+    os.environ["KUAIMOD_CACHE"] = tempfile.mkdtemp(prefix="kuaimod-bench-cache-")  # cold
     from kuaimod_open.first_stage.router import load_router
 
     router = load_router(args.router)
@@ -42,7 +42,7 @@ def main() -> None:
             router.score([sample])
         one = (time.process_time() - t0) / len(rows)
         if cache == "cold":  # batch scoring must not re-use the cache the one-by-one pass just filled
-            os.environ["KUAIMOD_CACHE_DIR"] = tempfile.mkdtemp(prefix="kuaimod-bench-cache-")
+            os.environ["KUAIMOD_CACHE"] = tempfile.mkdtemp(prefix="kuaimod-bench-cache-")
             router = load_router(args.router)
             router.score([warmup])
         t0 = time.process_time()

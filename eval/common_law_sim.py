@@ -29,6 +29,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from kuaimod_open.core.embedding import E5Embedder  # noqa: E402
 from kuaimod_open.errors import ConfigError  # noqa: E402
 from kuaimod_open.evaluation.metrics import evaluate  # noqa: E402
 from kuaimod_open.first_stage.model import RouterConfig  # noqa: E402
@@ -38,7 +39,7 @@ from kuaimod_open.ingest.sample import Sample  # noqa: E402
 from kuaimod_open.judge.policy import Policy, parse_policy  # noqa: E402
 from kuaimod_open.loop.feedback import FeedbackEvent, add_feedback, record_sample, record_verdict  # noqa: E402
 from kuaimod_open.loop.gate import GateConfig, compare, record  # noqa: E402
-from kuaimod_open.loop.precedents import CaseLawPredictor, E5Embedder, PrecedentIndex, promote_decisions  # noqa: E402
+from kuaimod_open.loop.precedents import CaseLawPredictor, PrecedentIndex, promote_decisions  # noqa: E402
 from kuaimod_open.loop.registry import active, active_policy  # noqa: E402
 from kuaimod_open.loop.store import Store  # noqa: E402
 from kuaimod_open.loop.updaters.policy import update_policy  # noqa: E402

@@ -28,8 +28,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from kuaimod_open.core.calibration import recall_threshold  # noqa: E402
+from kuaimod_open.core.embedding import E5Embedder  # noqa: E402
 from kuaimod_open.first_stage.cascade import band_metrics  # noqa: E402
-from kuaimod_open.first_stage.features import E5Encoder  # noqa: E402
 from kuaimod_open.first_stage.model import Features, extract_features  # noqa: E402
 from kuaimod_open.first_stage.router import RouterConfig, choose_thresholds, labels_for, train_router  # noqa: E402
 from kuaimod_open.ingest.benchmark import load_benchmark  # noqa: E402
@@ -160,7 +160,7 @@ def timing(samples: list[Sample], policy, n: int, threads: int, seed: int) -> tu
     lines, seconds = [], []
     with tempfile.TemporaryDirectory() as cache:
         for label in ("cold cache", "warm cache"):
-            encoder = E5Encoder(cache, threads=threads)
+            encoder = E5Embedder(cache, threads=threads)
             wall, cpu = time.perf_counter(), time.process_time()
             router = train_router(docs, policy, RouterConfig(embed_threads=threads), encoder=encoder)
             t_train = time.perf_counter() - wall
@@ -206,7 +206,7 @@ def main() -> None:
     policy = load_policy(default_policy_path())
     samples = load_benchmark(args.data)
     y, _ = labels_for(samples, policy)
-    encoder = E5Encoder(threads=args.threads)
+    encoder = E5Embedder(threads=args.threads)
     t0 = time.perf_counter()
     feats = extract_features(samples, RouterConfig(), encoder)
     t_embed = time.perf_counter() - t0

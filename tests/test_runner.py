@@ -16,6 +16,7 @@ import pytest
 from helpers import verdict_json
 
 from kuaimod_open.errors import ConfigError, InputError
+from kuaimod_open.ingest.fetch import FetchPolicy
 from kuaimod_open.ingest.manifest import collect_items, load_manifest
 from kuaimod_open.judge.backends.base import GenerateConfig
 from kuaimod_open.judge.backends.scripted import ScriptedBackend
@@ -64,7 +65,8 @@ def test_manifests_in_csv_jsonl_and_parquet_read_the_same(tmp_path):
         a, b, c = load_manifest(tmp_path / name)
         assert a.sample.video == tmp_path / "clips" / "a.mp4"  # relative to the manifest
         assert a.sample.comments == ("好看", "加我V") and a.sample.label == "正向" and a.url is None
-        assert b.url == "file:///srv/b.mp4" and b.sample.video is None and b.sample.comments == ("x", "y")
+        # a file:// URL is a local path, read in place (never fetched)
+        assert b.url is None and b.sample.video == Path("/srv/b.mp4") and b.sample.comments == ("x", "y")
         assert b.sample.ocr == "扫码"
         assert c.sample.video is None and c.sample.asr == "你好" and c.url is None, name
 
@@ -90,14 +92,19 @@ def test_parallel_job_one_verdict_each_failures_recorded_and_resume(policy, temp
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"\x00not a video" * 100)
     items = load_manifest(_video_manifest(tmp_path / "m.jsonl", video_dir, 10, broken))
-    # one remote item, fetched by the worker
+    # one remote item, fetched by the worker from a local HTTP server (loopback explicitly allowed)
+    from test_fetch import Origin, body
+
+    origin = Origin()
+    origin.routes["/videos/bikes.mp4"] = body((video_dir / "bikes.mp4").read_bytes())
     items[5] = items[5].__class__(
-        items[5].sample.model_copy(update={"video": None}), url=(video_dir / "bikes.mp4").as_uri()
+        items[5].sample.model_copy(update={"video": None}), url=f"{origin.base}/videos/bikes.mp4"
     )
     backend = ScriptedBackend(default=verdict_json("BENIGN"))
     config = ModerationConfig(frames=2, frames_dir=tmp_path / "frames", generate=GenerateConfig(batch_size=4))
     out = tmp_path / "out" / "v.jsonl"
-    runner = RunnerConfig(workers=2, progress=False, parquet=tmp_path / "out" / "v.parquet")
+    fetch = FetchPolicy(allow_networks=("127.0.0.1/32",))
+    runner = RunnerConfig(workers=2, progress=False, parquet=tmp_path / "out" / "v.parquet", fetch=fetch)
     summary = run_job(items, policy, backend, template, out, config, runner)
     lines = _lines(out)
     assert sorted(x["sample_id"] for x in lines) == [f"v{i:03d}" for i in range(10)]
@@ -106,7 +113,9 @@ def test_parallel_job_one_verdict_each_failures_recorded_and_resume(policy, temp
     assert summary.written == 10 and summary.decisions == {"allow": 9, "review": 1} and len(summary.errors) == 1
     assert all(n <= 4 for n in backend.batches) and sum(backend.batches) == 9  # batched inference
     assert all(len(r.messages[1].images) == 3 for r in backend.history)  # first frame + 2
-    assert (tmp_path / "frames" / "_downloads" / "v005.mp4").is_file()
+    downloaded = json.loads(next(line for line in out.read_text().splitlines() if '"v005"' in line))
+    digest = downloaded["provenance"]["content_digest"]
+    assert (tmp_path / "frames" / "_downloads" / f"{digest}.mp4").is_file()
     manifest = json.loads((tmp_path / "out" / "v.jsonl.manifest.json").read_text())
     assert manifest["summary"]["workers"] == 2 and manifest["summary"]["written"] == 10
     import pyarrow.parquet as pq
@@ -116,6 +125,7 @@ def test_parallel_job_one_verdict_each_failures_recorded_and_resume(policy, temp
     # resume: nothing left to do, nothing duplicated
     again = run_job(items, policy, backend, template, out, config, runner)
     assert (again.written, again.skipped) == (0, 10) and len(_lines(out)) == 10
+    origin.close()
 
 
 def test_a_second_job_on_the_same_output_is_refused(policy, template, tmp_path):

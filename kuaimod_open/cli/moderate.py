@@ -19,7 +19,9 @@ from kuaimod_open.cli.options import (
 )
 from kuaimod_open.errors import ConfigError
 from kuaimod_open.ingest.extract import OFFLINE_WHISPER, ExtractConfig, check_available
+from kuaimod_open.ingest.fetch import FetchPolicy
 from kuaimod_open.ingest.manifest import collect_items
+from kuaimod_open.ingest.pdq import HashConfig
 from kuaimod_open.ingest.sample import SamplingMode
 from kuaimod_open.judge.backends import DEFAULT_HF_MODEL
 from kuaimod_open.judge.pipeline import ModerationConfig, RunSummary
@@ -27,6 +29,7 @@ from kuaimod_open.serving.runner import JobSummary, RunnerConfig, run_job
 
 if TYPE_CHECKING:
     from kuaimod_open.first_stage.cascade import FirstStage
+    from kuaimod_open.first_stage.match import MatchStage
     from kuaimod_open.serving.ray_engine import BackendSpec
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -52,6 +55,29 @@ def first_stage_options(func: F) -> F:
     for option in reversed(options):
         func = option(func)
     return func
+
+
+def match_option(func: F) -> F:
+    """--match/--no-match (the hash bank in front of every other stage)."""
+    return click.option(
+        "--match/--no-match",
+        default=None,
+        help="Hash every video (PDQ, 1 fps; stored with the sample so a reviewer's block can bank it) and decide "
+        "re-uploads of banked videos before any model [default: on with --db].",
+    )(func)
+
+
+def match_stage(store: Any, policy: Any) -> MatchStage:
+    """The hash bank of ``store`` in memory, re-read every 5 minutes by long-running services."""
+    from kuaimod_open.first_stage.match import MatchStage
+    from kuaimod_open.loop.bank import load_bank
+
+    distance = policy.matching.max_distance
+
+    def reload() -> Any:
+        return load_bank(store, max_distance=distance)
+
+    return MatchStage(reload(), policy, reload=reload)
 
 
 def extract_options(func: F) -> F:
@@ -161,8 +187,21 @@ def extract_config(ocr: bool, asr: bool, asr_language: str, asr_model: str) -> E
 )
 @click.option("--ray-actors", type=click.IntRange(1, 1024), default=1, show_default=True, help="Model replicas.")
 @click.option("--ray-gpus-per-actor", type=click.FloatRange(0, 8), default=0.0, show_default=True)
+@click.option(
+    "--allow-url",
+    "url_prefixes",
+    multiple=True,
+    help="Only fetch manifest URLs under this prefix (repeatable) [default: any public http(s) URL].",
+)
+@click.option(
+    "--allow-network",
+    "allow_networks",
+    multiple=True,
+    help="Network (CIDR) manifest URLs may lead to although it is not public, e.g. 10.20.0.0/16 (repeatable).",
+)
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @first_stage_options
+@match_option
 @confidence_options
 def moderate_cmd(
     inputs: tuple[Path, ...],
@@ -196,10 +235,13 @@ def moderate_cmd(
     ray_address: str | None,
     ray_actors: int,
     ray_gpus_per_actor: float,
+    url_prefixes: tuple[str, ...],
+    allow_networks: tuple[str, ...],
     progress: bool,
     router: Path | None,
     allow_below: float | None,
     flag_at: float | None,
+    match: bool | None,
     logprobs: bool,
     confidence_calibration: Path | None,
 ) -> None:
@@ -212,11 +254,15 @@ def moderate_cmd(
       kuaimod moderate a.mp4 --backend openai --model Qwen/Qwen2.5-VL-7B-Instruct --base-url http://localhost:8000/v1
       kuaimod tiny-model /tmp/tiny && kuaimod moderate a.mp4 --model /tmp/tiny
       kuaimod moderate --manifest nightly.jsonl --router routers/v1 --model Qwen/Qwen2.5-VL-7B-Instruct
+      kuaimod moderate clips/ --db sqlite:///kuaimod.db    # banked re-uploads decided first (stage: match)
     """
     if not inputs and not manifests:
         raise ConfigError("Nothing to moderate: give video files, folders or manifests (--manifest FILE)")
     if precedents_k and not db:
         raise ConfigError("--precedents needs --db (the store the precedents live in)")
+    if match and not db:
+        raise ConfigError("--match needs --db (the store the hash bank lives in)")
+    match_on = bool(db) if match is None else match
     store = None
     if db:
         from kuaimod_open.loop.store import Store
@@ -234,8 +280,11 @@ def moderate_cmd(
         generate=generate,
         extract=extract_config(ocr, asr, asr_language, asr_model),
         confidence_calibration=calibration,
+        hashing=HashConfig() if match_on else None,
     )
-    runner = RunnerConfig(workers=workers, parquet=parquet, progress=progress)
+    stage = match_stage(store, pol) if match_on and store is not None else None
+    fetch_policy = FetchPolicy(prefixes=url_prefixes, allow_networks=allow_networks)  # bad values fail here
+    runner = RunnerConfig(workers=workers, parquet=parquet, progress=progress, fetch=fetch_policy)
     if engine == "ray":
         from kuaimod_open.serving.ray_engine import RayConfig, run_ray_job
 
@@ -247,7 +296,7 @@ def moderate_cmd(
         if first is not None:
             first.load()  # a bad router or thresholds fail here, not in an actor
         hooks = store_hooks(store, pol, 0) if store is not None else {}
-        summary = run_ray_job(items, pol, tmpl, spec, out, config, runner, ray_config, first, **hooks)
+        summary = run_ray_job(items, pol, tmpl, spec, out, config, runner, ray_config, first, match=stage, **hooks)
     else:
         spec_first = first_stage_spec(router, allow_below, flag_at)
         first_stage = spec_first.load() if spec_first else None  # before any model loads
@@ -258,6 +307,11 @@ def moderate_cmd(
             from kuaimod_open.first_stage.cascade import cascade_judge
 
             judge = cascade_judge(first_stage, pol, model_backend, tmpl, config, hooks.get("precedents"))
+        if stage is not None:
+            from kuaimod_open.first_stage.match import matching_judge, vlm_judge
+
+            inner = judge or vlm_judge(pol, model_backend, tmpl, config, hooks.get("precedents"))
+            judge = matching_judge(stage, inner)
         summary = run_job(items, pol, model_backend, tmpl, out, config, runner, judge=judge, **hooks)
     print_summary(summary, out)
 
@@ -292,7 +346,8 @@ def store_hooks(store: Any, policy: Any, precedents_k: int) -> dict[str, Any]:
         "on_verdict": lambda verdict: record_verdict(store, verdict),
     }
     if precedents_k:
-        from kuaimod_open.loop.precedents import E5Embedder, PrecedentIndex
+        from kuaimod_open.core.embedding import E5Embedder
+        from kuaimod_open.loop.precedents import PrecedentIndex
 
         index = PrecedentIndex(store, E5Embedder(), policy)
         hooks["precedents"] = lambda sample: index.lookup(sample, precedents_k)

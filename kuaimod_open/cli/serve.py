@@ -9,7 +9,14 @@ from pathlib import Path
 import click
 
 from kuaimod_open._lazy import require
-from kuaimod_open.cli.moderate import extract_config, extract_options, first_stage_options, first_stage_spec
+from kuaimod_open.cli.moderate import (
+    extract_config,
+    extract_options,
+    first_stage_options,
+    first_stage_spec,
+    match_option,
+    match_stage,
+)
 from kuaimod_open.cli.options import (
     backend_options,
     build_backend,
@@ -18,6 +25,7 @@ from kuaimod_open.cli.options import (
     policy_options,
 )
 from kuaimod_open.errors import ConfigError
+from kuaimod_open.ingest.pdq import HashConfig
 from kuaimod_open.ingest.sample import SamplingMode
 from kuaimod_open.judge.backends.base import GenerateConfig
 from kuaimod_open.judge.pipeline import ModerationConfig
@@ -52,6 +60,12 @@ def read_keys(key_file: Path | None) -> frozenset[str]:
 )
 @click.option("--allow-url", "url_prefixes", multiple=True, help="http(s) URL prefix clients may send (repeatable).")
 @click.option(
+    "--allow-network",
+    "allow_networks",
+    multiple=True,
+    help="Network (CIDR) a URL may lead to although it is not public, e.g. 10.20.0.0/16 (repeatable).",
+)
+@click.option(
     "--key-file",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     default=None,
@@ -67,7 +81,14 @@ def read_keys(key_file: Path | None) -> frozenset[str]:
     help="Uploads, downloads, frames, feedback.jsonl and verdicts.jsonl go here.",
 )
 @click.option("--print-openapi", is_flag=True, help="Print the OpenAPI schema and exit (loads no model).")
+@click.option(
+    "--db",
+    default=None,
+    envvar="KUAIMOD_DB",
+    help="Feedback store whose hash bank decides re-uploads of banked videos first (re-read every 5 minutes).",
+)
 @first_stage_options
+@match_option
 def serve_cmd(
     policy: Path | None,
     template: Path | None,
@@ -91,6 +112,7 @@ def serve_cmd(
     port: int,
     roots: tuple[Path, ...],
     url_prefixes: tuple[str, ...],
+    allow_networks: tuple[str, ...],
     key_file: Path | None,
     no_auth: bool,
     max_upload_mb: int,
@@ -99,6 +121,8 @@ def serve_cmd(
     router: Path | None,
     allow_below: float | None,
     flag_at: float | None,
+    db: str | None,
+    match: bool | None,
 ) -> None:
     """Serve moderation over HTTP: POST /v1/moderate, /v1/moderate/upload, /v1/feedback; GET /healthz, /metrics.
 
@@ -111,6 +135,9 @@ def serve_cmd(
     from kuaimod_open.serving.service import ServeSettings, create_app
 
     pol, tmpl = load_policy_and_template(policy, template)
+    if match and not db:
+        raise ConfigError("--match needs --db (the store the hash bank lives in)")
+    match_on = bool(db) if match is None else match
     keys = read_keys(key_file)
     if no_auth and not is_loopback(host) and not print_openapi:
         raise ConfigError(f"--no-auth is only allowed on a loopback address (127.0.0.1), not {host}: pass API keys")
@@ -125,7 +152,9 @@ def serve_cmd(
         work_dir=work_dir,
         feedback_path=work_dir / "feedback.jsonl",
         verdict_log=work_dir / "verdicts.jsonl",
+        allow_networks=allow_networks,
     )
+    settings.fetch_policy()  # a bad --allow-url or --allow-network fails here, before any model loads
     if print_openapi:
         from kuaimod_open.judge.backends.scripted import ScriptedBackend
 
@@ -139,7 +168,13 @@ def serve_cmd(
         frames_dir=work_dir / "frames",
         generate=GenerateConfig(max_new_tokens=max_new_tokens, batch_size=batch_size),
         extract=extract_config(ocr, asr, asr_language, asr_model),
+        hashing=HashConfig() if match_on else None,
     )
+    stage = None
+    if match_on and db:
+        from kuaimod_open.loop.store import Store
+
+        stage = match_stage(Store(db), pol)
     spec_first = first_stage_spec(router, allow_below, flag_at)
     first_stage = spec_first.load() if spec_first else None  # before any model loads
     model_backend = build_backend(backend, model, adapter, device, dtype, base_url, api_key, batch_size)
@@ -148,6 +183,10 @@ def serve_cmd(
         from kuaimod_open.first_stage.cascade import cascade_judge
 
         judge = cascade_judge(first_stage, pol, model_backend, tmpl, config)
+    if stage is not None:
+        from kuaimod_open.first_stage.match import matching_judge, vlm_judge
+
+        judge = matching_judge(stage, judge or vlm_judge(pol, model_backend, tmpl, config))
     uvicorn = require("uvicorn", extra="serve", purpose="the HTTP service")
     app = create_app(settings, pol, tmpl, model_backend, config, judge)
     uvicorn.run(app, host=host, port=port, log_level="info")

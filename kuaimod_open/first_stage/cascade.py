@@ -151,7 +151,7 @@ def cascade_judge(
     """The batch judge of a cascade job (runner, Ray actor, service): the router first, the VLM for the rest."""
     router, cascade = first_stage
     # Prepared samples already carry frames and OCR/ASR: the VLM call must not extract again.
-    infer = dataclasses.replace(moderation, extract=None)
+    infer = dataclasses.replace(moderation, extract=None, hashing=None)
 
     def judge(batch: list[Sample]) -> list[Verdict]:
         return run_cascade(

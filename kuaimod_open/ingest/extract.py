@@ -37,6 +37,7 @@ import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from kuaimod_open._lazy import require
+from kuaimod_open.core.cache import cache_root
 from kuaimod_open.errors import ConfigError, InputError
 from kuaimod_open.ingest.sample import Frame, Sample
 
@@ -47,11 +48,6 @@ _WHISPER_FILES = ("config.json", "tokenizer.json", "vocabulary.json")
 # Two texts at least this similar (after normalising) are the same on-screen line, OCR noise aside.
 _SAME_LINE = 0.85
 _STAMP = re.compile(r"^\[(\d+(?:\.\d+)?)s\] ", re.MULTILINE)
-
-
-def cache_root() -> Path:
-    """Where models and extraction results are cached: ``$KUAIMOD_CACHE`` or ``~/.cache/kuaimod``."""
-    return Path(os.environ.get("KUAIMOD_CACHE") or Path.home() / ".cache" / "kuaimod")
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,13 @@ A manifest row names one video and what is known about it. Column names are case
 
 * ``id`` (or ``pid``, ``sample_id``): unique, stable; resuming a job relies on it;
 * ``path`` (or ``video``, ``file``): a local file, relative to the manifest's folder; or ``url``
-  (``http://``, ``https://``, ``file://``), fetched by the worker that prepares the video;
+  (``http://``, ``https://``), fetched by the worker that prepares the video; a ``file://`` URL is
+  read as a local path (nothing is fetched);
 * ``title``, ``ocr``, ``asr``, ``comments`` (a list, a JSON list, or ``|``-separated), ``label`` (or ``tag``);
 * ``images``: pre-extracted frame files (KuaiMod benchmark rows), looked up under ``--frames-root``.
 
 A KuaiMod benchmark JSONL file is a manifest whose rows have no path: they become text+frames samples.
+Sample ids follow :mod:`kuaimod_open.ingest.keys` (canonical ids).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from typing import Any
 from kuaimod_open._lazy import require
 from kuaimod_open.errors import ConfigError, InputError
 from kuaimod_open.ingest.benchmark import sample_from_row
-from kuaimod_open.ingest.sample import Sample, discover_inputs, read_jsonl, video_sample_ids
+from kuaimod_open.ingest.keys import video_inputs
+from kuaimod_open.ingest.sample import VIDEO_EXTENSIONS, Sample, read_jsonl
 
 MANIFEST_SUFFIXES = frozenset({".csv", ".jsonl", ".parquet"})
 _ALIASES = {
@@ -85,10 +88,13 @@ def item_from_row(row: dict[str, Any], base: Path, frames_root: Path | None, whe
         sample = sample_from_row(bench, frames_root)
         return WorkItem(sample.model_copy(update={"comments": _comments(norm.get("comments"), where)}))
     video = None
+    if path is None and str(url).startswith("file://"):
+        # A local file named as a URL: read in place, never "fetched" (a FIFO there must not hang a worker).
+        path = _file_url_path(str(url), where)
     if path is not None:
         video = Path(str(path)).expanduser()
         video = video if video.is_absolute() else base / video
-    elif not str(url).startswith(("http://", "https://", "file://")):
+    elif not str(url).startswith(("http://", "https://")):
         raise InputError(f"{where}: url must start with http://, https:// or file:// (got {str(url)[:80]!r})")
     sample = Sample(
         id=str(norm["id"]).strip(),
@@ -100,6 +106,18 @@ def item_from_row(row: dict[str, Any], base: Path, frames_root: Path | None, whe
         label=norm.get("label"),
     )
     return WorkItem(sample, url=None if path is not None else str(url))
+
+
+def _file_url_path(url: str, where: str) -> str:
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(url)
+    if parts.netloc not in ("", "localhost"):
+        raise InputError(f"{where}: a file:// URL must name a local file (got host {parts.netloc[:80]!r})")
+    path = unquote(parts.path)
+    if "\x00" in path or not path:
+        raise InputError(f"{where}: the file:// URL has no usable path")
+    return path
 
 
 def _rows(path: Path) -> Iterable[tuple[str, dict[str, Any]]]:
@@ -144,9 +162,7 @@ def collect_items(
         items.extend(load_manifest(table, frames_root))
     others = [p for p in inputs if p not in tables]
     if others:
-        videos = discover_inputs(others)
-        ids = video_sample_ids(videos)
-        items.extend(WorkItem(Sample(id=sid, video=p)) for sid, p in zip(ids, videos, strict=True))
+        items.extend(WorkItem(Sample(id=sid, video=p)) for p, sid in video_inputs(others, VIDEO_EXTENSIONS))
     seen: set[str] = set()
     for item in items:
         if item.sample.id in seen:

@@ -8,7 +8,7 @@ Frames come from :mod:`kuaimod_open.ingest.frames` (raw videos) or from a benchm
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from kuaimod_open.errors import ConfigError, InputError
+from kuaimod_open.ingest.keys import SampleKey
+from kuaimod_open.ingest.pdq import VideoHashes
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi", ".flv", ".m4v", ".ts"})
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
@@ -35,6 +37,9 @@ class Frame(BaseModel):
     path: Path
     index: int | None = Field(default=None, description="Frame number in the source video")
     timestamp: float | None = Field(default=None, description="Seconds from the start; None when unknown")
+    pdq: str | None = Field(
+        default=None, description="PDQ hash of the saved image (kuaimod_open.ingest.pdq), for grouping OCR"
+    )
 
     def label(self, position: int) -> str:
         """How the prompt and the UI refer to this frame, e.g. ``frame 3 @ 12.40s``."""
@@ -55,6 +60,12 @@ class Sample(BaseModel):
     asr: str = ""
     comments: tuple[str, ...] = ()
     label: str | None = Field(default=None, description="Gold tag (e.g. 正向), when known")
+    hashes: VideoHashes | None = Field(
+        default=None, description="PDQ frame hashes at a fixed rate, computed once in preparation (hash bank)"
+    )
+    key: SampleKey | None = Field(
+        default=None, description="Identity of id + content (kuaimod_open.ingest.keys); set when the sample is prepared"
+    )
 
     @property
     def timestamps(self) -> list[float | None]:
@@ -86,6 +97,8 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise InputError(f"{path}:{number}: not UTF-8 text (bad byte at column {exc.start + 1})") from None
+            if number == 1:
+                text = text.removeprefix("\ufeff")  # a byte-order mark from Windows editors is not content
             if not text.strip():
                 continue
             try:
@@ -95,39 +108,6 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
             if not isinstance(obj, dict):
                 raise InputError(f"{path}:{number}: each line must be a JSON object")
             yield number, obj
-
-
-# --------------------------------------------------------------------------- CLI inputs
-
-
-def discover_inputs(inputs: Iterable[str | Path]) -> list[Path]:
-    """Expand files and folders into the list of video files to moderate, in a stable order."""
-    found: list[Path] = []
-    for raw in inputs:
-        path = Path(raw)
-        if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS))
-        elif path.exists():
-            found.append(path)
-        else:
-            raise ConfigError(f"Input not found: {path}")
-    if not found:
-        raise ConfigError(
-            "No video files found in the given inputs (looked for " + ", ".join(sorted(VIDEO_EXTENSIONS)) + ")"
-        )
-    return found
-
-
-def video_sample_ids(paths: Sequence[Path]) -> list[str]:
-    """Readable, unique ids for video files: the file stem, or the parent-qualified path on clashes."""
-    stems = [p.stem for p in paths]
-    ids = [
-        s if stems.count(s) == 1 else str(p.with_suffix("")).strip("/").replace("/", "__")
-        for s, p in zip(stems, paths, strict=True)
-    ]
-    if len(set(ids)) != len(ids):
-        raise ConfigError("Two inputs resolve to the same sample id; pass each video once")
-    return ids
 
 
 def _check_unique_ids(samples: Sequence[Sample], source: str) -> None:
@@ -146,7 +126,5 @@ __all__ = [
     "Frame",
     "Sample",
     "SamplingMode",
-    "discover_inputs",
     "read_jsonl",
-    "video_sample_ids",
 ]

@@ -29,6 +29,8 @@ class Flag(StrEnum):
     UNCONFIRMED_MENTION = "unconfirmed_mention"
     UNCONFIRMED_BENIGN = "unconfirmed_benign"
     FLEXIBLE_PARSE = "flexible_parse"
+    KNOWN_CONTENT_REVIEW = "known_content_review"
+    KNOWN_CONTENT = "known_content"
     NO_VLM = "no_vlm"
     ESCALATED = "escalated"
     AUTO_ALLOW = "auto_allow"
@@ -49,6 +51,8 @@ REVIEW_TEXT: dict[Flag, str] = {
     Flag.UNCONFIRMED_MENTION: "loose answer: a category was mentioned, not stated as the label",
     Flag.UNCONFIRMED_BENIGN: "loose answer: benign recovered from free text",
     Flag.FLEXIBLE_PARSE: "answer recovered from free text, not the requested JSON",
+    Flag.KNOWN_CONTENT_REVIEW: "re-upload of a banked video whose category may not be decided by a match alone",
+    Flag.KNOWN_CONTENT: "re-upload of a banked video: decided by the hash match, no model call",
     Flag.NO_VLM: "escalated by the first stage, and no VLM is configured",
     Flag.ESCALATED: "escalated: the first stage was not sure",
     Flag.AUTO_ALLOW: "allowed by the first stage",
@@ -69,6 +73,8 @@ SHORT_TEXT: dict[Flag, str] = {
     Flag.UNCONFIRMED_MENTION: "loose answer",
     Flag.UNCONFIRMED_BENIGN: "loose answer",
     Flag.FLEXIBLE_PARSE: "loose answer",
+    Flag.KNOWN_CONTENT_REVIEW: "known content",
+    Flag.KNOWN_CONTENT: "known content",
     Flag.NO_VLM: "escalated",
     Flag.ESCALATED: "escalated",
     Flag.AUTO_ALLOW: "auto allow",

@@ -20,7 +20,9 @@ from typing import Any, Protocol
 from kuaimod_open import __version__
 from kuaimod_open.errors import ConfigError, KuaimodError
 from kuaimod_open.ingest.extract import ExtractConfig
-from kuaimod_open.ingest.frames import sample_frames
+from kuaimod_open.ingest.frames import sample_frames_keyed
+from kuaimod_open.ingest.keys import sample_key
+from kuaimod_open.ingest.pdq import HashConfig
 from kuaimod_open.ingest.sample import DEFAULT_FRAMES, DEFAULT_MAX_SIDE, Sample, SamplingMode
 from kuaimod_open.judge.backends.base import Backend, GenerateConfig, Request
 from kuaimod_open.judge.confidence import ConfidenceCalibration, category_confidence
@@ -45,6 +47,8 @@ class ModerationConfig:
     extract: ExtractConfig | None = None
     # Maps token confidence to a calibrated probability (kuaimod calibrate-confidence); needs logprobs on.
     confidence_calibration: ConfidenceCalibration | None = None
+    # PDQ frame hashes for the hash bank's match stage (kuaimod_open.ingest.pdq); None: not hashed.
+    hashing: HashConfig | None = None
 
 
 class ShownPrecedents(Protocol):
@@ -63,18 +67,29 @@ PrecedentLookup = Callable[[Sample], "str | ShownPrecedents"]
 
 
 def prepare(sample: Sample, config: ModerationConfig) -> Sample:
-    """Sample frames (and, when configured, OCR/ASR text) for a video-backed Sample; others pass through."""
+    """Key the sample, then sample frames (and OCR/ASR text when configured) for a video-backed Sample.
+
+    The key (id + content, :mod:`kuaimod_open.ingest.keys`) names the frame folder and goes into
+    the verdict's provenance; a sample without a video is keyed and otherwise passed through.
+    """
+    key = sample.key if sample.key is not None and sample.key.id == sample.id else sample_key(sample)
+    sample = sample.model_copy(update={"key": key})
     if sample.video is None:
         return sample
     if not sample.frames:
-        frames = sample_frames(
+        frames = sample_frames_keyed(
             sample.video,
-            config.frames_dir / _safe_name(sample.id),
+            config.frames_dir,
+            key,
             config.frames,
             max_side=config.max_side,
             mode=config.sampling,
         )
         sample = sample.model_copy(update={"frames": frames})
+    if config.hashing is not None and sample.hashes is None and sample.video is not None:
+        from kuaimod_open.ingest.pdq import hash_video
+
+        sample = sample.model_copy(update={"hashes": hash_video(sample.video, config.hashing)})
     if config.extract is not None:
         from kuaimod_open.ingest.extract import fill_text
 
@@ -95,6 +110,8 @@ def provenance_for(
         generate_digest=config.generate.digest(),
         calibration_digest=config.confidence_calibration.digest if config.confidence_calibration else None,
         frame_timestamps=sample.timestamps,
+        sample_key=sample.key.digest if sample.key else None,
+        content_digest=sample.key.content if sample.key else None,
         package_version=__version__,
     )
 
@@ -183,10 +200,6 @@ def _moderate_batch(
                 }
             )
     return [v for v in results if v is not None]
-
-
-def _safe_name(sample_id: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in sample_id)[:120] or "sample"
 
 
 # --------------------------------------------------------------------------- batch runs

@@ -100,6 +100,25 @@ class Category(_Strict):
     severity: Severity
 
 
+class MatchPolicy(_Strict):
+    """What a known-content match (the PDQ hash bank, :mod:`kuaimod_open.first_stage.match`) may do.
+
+    A video matches a bank entry when at least ``min_query_fraction`` of its frames (and
+    ``min_bank_fraction`` of the entry's frames) have a frame on the other side within
+    ``max_distance`` bits, counting at least ``min_frames`` matched frames. A match in a category
+    listed in ``act_alone`` takes the entry's decision at once, with no model call; any other match
+    goes to a human with the match as evidence. Defaults come from eval/hash_robustness.md.
+    """
+
+    act_alone: tuple[str, ...] = Field(default=(), description="Category codes a match may decide alone")
+    max_distance: int = Field(default=31, ge=0, le=128, description="Largest Hamming distance of two matching frames")
+    min_query_fraction: float = Field(default=0.5, ge=0.0, le=1.0)
+    min_bank_fraction: float = Field(default=0.0, ge=0.0, le=1.0)
+    min_frames: int = Field(default=2, ge=1, description="Fewest matched frames for a match")
+    auto_bank: bool = Field(default=True, description="A reviewer's block/restrict adds the video to the bank")
+    no_auto_bank: tuple[str, ...] = Field(default=(), description="Categories never banked automatically")
+
+
 class Policy(_Strict):
     """A validated moderation policy. Build it with :func:`load_policy` or :func:`parse_policy`."""
 
@@ -113,6 +132,9 @@ class Policy(_Strict):
     guidance: str = Field(default="", description="Rules for ambiguous cases, rendered verbatim")
     groups: tuple[Group, ...] = ()
     categories: tuple[Category, ...] = Field(min_length=2)
+    match: MatchPolicy | None = Field(
+        default=None, description="Known-content matching (hash bank); absent: matches go to review"
+    )
 
     @field_validator("version", mode="before")
     @classmethod
@@ -148,12 +170,27 @@ class Policy(_Strict):
                     f"{where}: group '{cat.group}' is not defined under 'groups' "
                     f"(defined: {', '.join(group_codes) or 'none'})"
                 )
+        if self.match is not None:
+            for key in ("act_alone", "no_auto_bank"):
+                for code in getattr(self.match, key):
+                    if code not in codes or code == self.benign:
+                        raise ValueError(
+                            f"match.{key}: '{code}' is not a violation category of this policy "
+                            f"(known: {', '.join(c.code for c in self.violations)})"
+                        )
         return self
+
+    @property
+    def matching(self) -> MatchPolicy:
+        """The match section, or its defaults (no category acts alone) when the file has none."""
+        return self.match or MatchPolicy()
 
     @property
     def digest(self) -> str:
         """Content digest (sha256 of the canonical JSON, 16 hex chars): changes with any edit."""
-        canonical = json.dumps(self.model_dump(mode="json"), ensure_ascii=False, sort_keys=True)
+        # A policy without a match section keeps the digest it had before the section existed.
+        dumped = self.model_dump(mode="json", exclude={"match"} if self.match is None else None)
+        canonical = json.dumps(dumped, ensure_ascii=False, sort_keys=True)
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
     @property

@@ -121,6 +121,12 @@ class Provenance(BaseModel):
     generate_digest: str | None = None
     calibration_digest: str | None = Field(default=None, description="sha256 prefix of the confidence calibration")
     frame_timestamps: list[float | None] = Field(default_factory=list)
+    sample_key: str | None = Field(
+        default=None, description="sha256 of the sample's id and content (kuaimod_open.ingest.keys.SampleKey.digest)"
+    )
+    content_digest: str | None = Field(
+        default=None, description="sha256 of the judged content: the video's bytes, or text and frames"
+    )
     package_version: str
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 

@@ -65,6 +65,13 @@ class FeedbackEvent(BaseModel):
     def _blank_is_none(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_validator("created_at")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        # "Latest" compares times, and SQLite stores them without a zone: keep every time in UTC (a time
+        # without a zone is taken as UTC), so 09:00+08:00 sorts before 02:00Z as it should.
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
     def resolved(self, policy: Policy) -> FeedbackEvent:
         """The event with its category as a policy code, its decision filled in, and an event id."""
         category = None
@@ -81,8 +88,27 @@ class FeedbackEvent(BaseModel):
         decision = self.decision
         if decision is None and category is not None:
             decision = policy.category(category).action
+        if self.kind.is_label and category is not None and decision is not None:
+            self._check_against_policy(policy, category, decision)
         event_id = self.event_id or self._content_id(category)
         return self.model_copy(update={"category": category, "decision": decision, "event_id": event_id})
+
+    def _check_against_policy(self, policy: Policy, category: str, decision: Decision) -> None:
+        # The same two rules the review UI applies (check_decision), for labels from files and the API:
+        # a contradictory label would teach the loop the opposite of the policy.
+        if category == policy.benign and decision in (Decision.RESTRICT, Decision.BLOCK):
+            raise InputError(
+                f"feedback for sample {self.sample_id}: {category} is the benign class and cannot be {decision}ed; "
+                "name the category the video violates"
+            )
+        if category != policy.benign and decision is Decision.ALLOW:
+            code = self.reason.split(":", 1)[0].strip()
+            if code not in EXCEPTION_REASONS:
+                raise InputError(
+                    f"feedback for sample {self.sample_id}: allowing {category} (a violation) needs an exception "
+                    f"reason code at the start of 'reason' ({', '.join(EXCEPTION_REASONS)}, e.g. "
+                    f"'news_or_education: documentary'); if nothing violates the policy use {policy.benign}"
+                )
 
     def _content_id(self, category: str | None) -> str:
         key = f"{self.sample_id}|{self.kind}|{category}|{self.author}|{self.created_at.isoformat()}|{self.reason}"
@@ -100,80 +126,191 @@ class Disagreement(NamedTuple):
 # --------------------------------------------------------------------------- writing
 
 
+BATCH = 5000  # rows per executemany / COPY batch
+
+
+def _sample_row(store: Store, sample: Sample, now: datetime) -> dict[str, Any]:
+    return {
+        "id": sample.id,
+        "title": sample.title,
+        "ocr": sample.ocr,
+        "asr": sample.asr,
+        "comments": store.dump_json(list(sample.comments)),
+        "video": str(sample.video) if sample.video else None,
+        "frames": store.dump_json([f.model_dump(mode="json") for f in sample.frames]),
+        "label": sample.label,
+        "hashes": sample.hashes.model_dump_json() if sample.hashes else None,
+        "created_at": now,
+    }
+
+
 def record_sample(store: Store, sample: Sample) -> None:
     """Insert a sample's text (first write wins; later writes of the same id are ignored)."""
+    record_samples(store, [sample])
+
+
+def record_samples(store: Store, samples: Sequence[Sample]) -> int:
+    """Insert many samples in batches (first write of an id wins); returns how many were new."""
     t = store.table("samples")
+    now = datetime.now(UTC)
+    inserted = 0
     with store.begin() as conn:
-        if conn.execute(store.sa.select(t.c.id).where(t.c.id == sample.id)).first() is None:
-            conn.execute(
-                t.insert().values(
-                    id=sample.id,
-                    title=sample.title,
-                    ocr=sample.ocr,
-                    asr=sample.asr,
-                    comments=store.dump_json(list(sample.comments)),
-                    video=str(sample.video) if sample.video else None,
-                    frames=store.dump_json([f.model_dump(mode="json") for f in sample.frames]),
-                    label=sample.label,
-                    created_at=datetime.now(UTC),
-                )
-            )
+        for chunk in _chunks(list({s.id: s for s in reversed(samples)}.values())[::-1], BATCH):
+            ids = [s.id for s in chunk]
+            known = {r[0] for r in conn.execute(store.sa.select(t.c.id).where(t.c.id.in_(ids)))}
+            rows = [_sample_row(store, s, now) for s in chunk if s.id not in known]
+            if rows:
+                conn.execute(t.insert(), rows)
+                inserted += len(rows)
+    return inserted
 
 
-def record_verdict(store: Store, verdict: Verdict) -> int:
-    """Append a verdict (never updated); returns its row id."""
-    t = store.table("verdicts")
+def _verdict_row(verdict: Verdict) -> dict[str, Any]:
     p = verdict.provenance
+    return {
+        "sample_id": verdict.sample_id,
+        "decision": str(verdict.decision),
+        "category": verdict.category,
+        "confidence": verdict.confidence,
+        "status": str(verdict.status),
+        "stage": str(verdict.stage),
+        "model": p.model,
+        "adapter": p.adapter,
+        "policy_version": p.policy_version,
+        "policy_digest": p.policy_digest,
+        "prompt_digest": p.prompt_digest,
+        "payload": verdict.model_dump_json(),
+        "created_at": p.created_at,
+    }
+
+
+def record_verdict(store: Store, verdict: Verdict, *, policy: Policy | None = None) -> int:
+    """Append a verdict (never updated) and update its review-queue row; returns the verdict's row id.
+
+    ``policy`` ranks the verdict's severity in the queue (default: the store's active policy).
+    """
+    return record_verdicts(store, [verdict], policy=policy)[0]
+
+
+def record_verdicts(store: Store, verdicts: Sequence[Verdict], *, policy: Policy | None = None) -> list[int]:
+    """Append many verdicts in one transaction (batched), with their queue rows; returns their row ids."""
+    from kuaimod_open.loop import queue
+
+    t = store.table("verdicts")
+    ids: list[int] = []
     with store.begin() as conn:
-        result = conn.execute(
-            t.insert().values(
-                sample_id=verdict.sample_id,
-                decision=str(verdict.decision),
-                category=verdict.category,
-                confidence=verdict.confidence,
-                status=str(verdict.status),
-                stage=str(verdict.stage),
-                model=p.model,
-                adapter=p.adapter,
-                policy_version=p.policy_version,
-                policy_digest=p.policy_digest,
-                prompt_digest=p.prompt_digest,
-                payload=verdict.model_dump_json(),
-                created_at=p.created_at,
-            )
-        )
-        return int(result.inserted_primary_key[0])
+        for chunk in _chunks(list(verdicts), BATCH):
+            rows = [_verdict_row(v) for v in chunk]
+            if len(rows) == 1:
+                chunk_ids = [int(conn.execute(t.insert().values(rows[0])).inserted_primary_key[0])]
+            else:
+                # RETURNING with executemany ("insertmanyvalues"): ids in input order on SQLite and PostgreSQL.
+                result = conn.execute(t.insert().returning(t.c.id, sort_by_parameter_order=True), rows)
+                chunk_ids = [int(r[0]) for r in result]
+            ids.extend(chunk_ids)
+            queue.on_verdicts(conn, store, list(zip(chunk_ids, chunk, strict=True)), policy)
+    return ids
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+FEEDBACK_COLUMNS = ("event_id", "sample_id", "kind", "category", "decision", "reason", "author", "created_at", "source")
+
+
+def _feedback_row(event: FeedbackEvent) -> dict[str, Any]:
+    return {
+        "event_id": event.event_id,
+        "sample_id": event.sample_id,
+        "kind": str(event.kind),
+        "category": event.category,
+        "decision": str(event.decision) if event.decision else None,
+        "reason": event.reason,
+        "author": event.author,
+        "created_at": event.created_at,
+        "source": event.source,
+    }
 
 
 def add_feedback(store: Store, event: FeedbackEvent, policy: Policy) -> bool:
     """Insert one event; returns False when an event with the same id is already stored."""
-    event = event.resolved(policy)
+    resolved = event.resolved(policy)
+    inserted = _insert_feedback(store, [resolved]) == 1
+    if inserted and resolved.kind.is_label:
+        _sync_bank(store, [resolved.sample_id], policy)
+    return inserted
+
+
+def _sync_bank(store: Store, sample_ids: Sequence[str], policy: Policy) -> None:
+    from kuaimod_open.loop.bank import sync_labels
+
+    # A reviewer's block/restrict banks the video; a relabel retires what the old label banked.
+    sync_labels(store, sample_ids, policy)
+
+
+def _insert_feedback(store: Store, events: Sequence[FeedbackEvent]) -> int:
+    """Insert resolved events in import order, skipping stored event ids; returns how many were new.
+
+    One transaction: the events and the review-queue rows they change commit together. PostgreSQL:
+    COPY into a temporary table, then one INSERT ... ON CONFLICT DO NOTHING in file order. SQLite:
+    batched INSERT OR IGNORE. Both keep the import order in the row ids (ties go by import order).
+    """
+    from kuaimod_open.loop import queue
+
+    unique = list({e.event_id: e for e in reversed(events)}.values())[::-1]  # first occurrence wins
+    if not unique:
+        return 0
     t = store.table("feedback")
     with store.begin() as conn:
-        if conn.execute(store.sa.select(t.c.id).where(t.c.event_id == event.event_id)).first() is not None:
-            return False
-        conn.execute(
-            t.insert().values(
-                event_id=event.event_id,
-                sample_id=event.sample_id,
-                kind=str(event.kind),
-                category=event.category,
-                decision=str(event.decision) if event.decision else None,
-                reason=event.reason,
-                author=event.author,
-                created_at=event.created_at,
-                source=event.source,
-            )
+        if store.engine.dialect.name == "postgresql":
+            inserted = _copy_feedback(conn, unique)
+        else:
+            inserted = 0
+            for chunk in _chunks(unique, BATCH):
+                inserted += conn.execute(
+                    t.insert().prefix_with("OR IGNORE"), [_feedback_row(e) for e in chunk]
+                ).rowcount
+        if inserted:
+            labelled = {e.sample_id for e in unique if e.kind.is_label}
+            queue.on_feedback(conn, store, {e.sample_id for e in unique}, labelled)
+    return int(inserted)
+
+
+def _copy_feedback(conn: Any, events: Sequence[FeedbackEvent]) -> int:
+    raw = conn.connection.dbapi_connection  # the psycopg connection inside this transaction
+    columns = ", ".join(FEEDBACK_COLUMNS)
+    with raw.cursor() as cur:
+        cur.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS feedback_in (seq integer, event_id varchar(64), sample_id varchar(200), "
+            "kind varchar(32), category varchar(64), decision varchar(16), reason text, author varchar(200), "
+            "created_at timestamptz, source varchar(200)) ON COMMIT DELETE ROWS"
         )
-    return True
+        with cur.copy(f"COPY feedback_in (seq, {columns}) FROM STDIN") as copy:
+            for seq, event in enumerate(events):
+                row = _feedback_row(event)
+                copy.write_row((seq, *(row[c] for c in FEEDBACK_COLUMNS)))
+        cur.execute(
+            f"INSERT INTO feedback ({columns}) SELECT {columns} FROM feedback_in ORDER BY seq "
+            "ON CONFLICT (event_id) DO NOTHING"
+        )
+        inserted = cur.rowcount
+        cur.execute("DELETE FROM feedback_in")
+    return int(inserted)
 
 
 class ImportResult(NamedTuple):
-    """What an import did."""
+    """What an import did.
+
+    ``ties``: samples whose current label was decided by import order (see :func:`label_ties`), for a
+    person to check.
+    """
 
     read: int
     inserted: int
     duplicates: int
+    ties: tuple[str, ...] = ()
 
 
 def read_feedback_file(path: str | Path) -> list[FeedbackEvent]:
@@ -183,7 +320,8 @@ def read_feedback_file(path: str | Path) -> list[FeedbackEvent]:
         raise ConfigError(f"Feedback file not found: {path}")
     rows: list[tuple[int, dict[str, Any]]]
     if path.suffix.lower() == ".csv":
-        with path.open(encoding="utf-8", newline="") as handle:
+        # utf-8-sig: a byte-order mark (Excel, Windows editors) is not part of the first column's name.
+        with path.open(encoding="utf-8-sig", newline="") as handle:
             rows = [(n + 2, dict(r)) for n, r in enumerate(csv.DictReader(handle))]
     elif path.suffix.lower() in (".jsonl", ".json"):
         from kuaimod_open.ingest.sample import read_jsonl
@@ -210,13 +348,33 @@ def read_feedback_file(path: str | Path) -> list[FeedbackEvent]:
 
 
 def import_feedback(store: Store, path: str | Path, policy: Policy) -> ImportResult:
-    """Validate the whole file first, then insert; re-importing the same file inserts nothing."""
+    """Validate the whole file first, then insert in batches; re-importing the same file inserts nothing.
+
+    Every row is checked against the policy (unknown categories, a benign label that blocks, an
+    allowed violation without an exception reason) before anything is written; one transaction then
+    inserts the events and updates the review queue. Label ties among the imported samples are
+    returned in :attr:`ImportResult.ties`.
+    """
     events = [
         e.model_copy(update={"source": e.source or f"import:{Path(path).name}"}) for e in read_feedback_file(path)
     ]
-    resolved = [e.resolved(policy) for e in events]  # all category errors before any insert
-    inserted = sum(add_feedback(store, e, policy) for e in resolved)
-    return ImportResult(read=len(events), inserted=inserted, duplicates=len(events) - inserted)
+    resolved, problems = [], []
+    for number, event in enumerate(events, start=1):
+        try:
+            resolved.append(event.resolved(policy))
+        except InputError as exc:
+            problems.append(f"row {number}: {exc}")
+    if problems:
+        raise InputError(
+            f"{len(problems)} feedback row(s) contradict the policy, nothing imported:\n  " + "\n  ".join(problems[:20])
+        )
+    inserted = _insert_feedback(store, resolved)
+    if inserted:
+        _sync_bank(store, sorted({e.sample_id for e in resolved if e.kind.is_label}), policy)
+    ties = label_ties(store, {e.sample_id for e in resolved if e.kind.is_label})
+    return ImportResult(
+        read=len(events), inserted=inserted, duplicates=len(events) - inserted, ties=tuple(sorted(ties))
+    )
 
 
 # --------------------------------------------------------------------------- reading
@@ -248,15 +406,56 @@ def event_from_row(row: dict[str, Any]) -> FeedbackEvent:
 
 
 def current_labels(store: Store) -> dict[str, FeedbackEvent]:
-    """The latest human decision (reviewer or appeal) per sample: relabels keep their history."""
+    """The current human label per sample: the latest decision (reviewer or appeal) by ``created_at``.
+
+    Relabels keep their history. Two labels of one sample at the same instant are decided by import
+    order (the later row wins); :func:`label_ties` lists where that happened with different outcomes.
+    """
+    t = store.table("feedback")
+    query = store.sa.select(t).where(t.c.kind.in_(LABEL_KINDS)).order_by(t.c.created_at, t.c.id)
     latest: dict[str, FeedbackEvent] = {}
-    for row in feedback_rows(store, kinds=LABEL_KINDS):
-        latest[row["sample_id"]] = event_from_row(row)
+    with store.engine.connect() as conn:
+        for row in conn.execute(query):
+            latest[row.sample_id] = event_from_row(dict(row._mapping))
     return latest
+
+
+def label_ties(store: Store, sample_ids: Iterable[str] | None = None) -> set[str]:
+    """Samples whose current label was decided by import order.
+
+    That is: the latest ``created_at`` of the sample's labels is shared by labels with different outcomes
+    (category or decision).
+    """
+    sa, t = store.sa, store.table("feedback")
+    ids = None if sample_ids is None else sorted(set(sample_ids))
+    latest = (
+        sa.select(t.c.sample_id, sa.func.max(t.c.created_at).label("at"))
+        .where(t.c.kind.in_(LABEL_KINDS))
+        .group_by(t.c.sample_id)
+    )
+    found: set[str] = set()
+    with store.engine.connect() as conn:
+        for chunk in [None] if ids is None else list(_chunks(ids, BATCH)):
+            sub = (latest if chunk is None else latest.where(t.c.sample_id.in_(chunk))).subquery()
+            query = (
+                sa.select(t.c.sample_id)
+                .join(sub, sa.and_(sub.c.sample_id == t.c.sample_id, sub.c.at == t.c.created_at))
+                .where(t.c.kind.in_(LABEL_KINDS))
+                .group_by(t.c.sample_id)
+                .having(
+                    sa.func.count(
+                        sa.distinct(sa.func.coalesce(t.c.category, "") + "|" + sa.func.coalesce(t.c.decision, ""))
+                    )
+                    > 1
+                )
+            )
+            found.update(r[0] for r in conn.execute(query))
+    return found
 
 
 def stored_samples(store: Store, ids: Iterable[str] | None = None) -> dict[str, Sample]:
     """Samples by id, rebuilt from the store."""
+    from kuaimod_open.ingest.pdq import VideoHashes
     from kuaimod_open.ingest.sample import Frame
 
     t = store.table("samples")
@@ -275,6 +474,7 @@ def stored_samples(store: Store, ids: Iterable[str] | None = None) -> dict[str, 
             video=r["video"],
             frames=tuple(Frame.model_validate(f) for f in json.loads(r["frames"] or "[]")),
             label=r["label"],
+            hashes=VideoHashes.model_validate_json(r["hashes"]) if r.get("hashes") else None,
         )
         for r in rows
     }

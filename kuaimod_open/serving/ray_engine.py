@@ -22,6 +22,8 @@ from typing import Any
 
 from kuaimod_open._lazy import require
 from kuaimod_open.first_stage.cascade import FirstStage, cascade_judge
+from kuaimod_open.first_stage.match import MatchStage, matching_judge, vlm_judge
+from kuaimod_open.ingest.fetch import FetchPolicy
 from kuaimod_open.ingest.manifest import WorkItem
 from kuaimod_open.ingest.sample import Sample
 from kuaimod_open.judge.backends import get_backend
@@ -63,9 +65,9 @@ class RayConfig:
     cpus_per_task: float = 1.0  # per preparation task
 
 
-def _prepare_row(row: dict[str, Any], config: ModerationConfig, max_bytes: int) -> dict[str, Any]:
+def _prepare_row(row: dict[str, Any], config: ModerationConfig, fetch_policy: FetchPolicy) -> dict[str, Any]:
     item = WorkItem(Sample.model_validate_json(row["sample"]), url=row["url"] or None)
-    result = prepare_item(item, config, max_bytes)
+    result = prepare_item(item, config, fetch_policy)
     return {
         "sample": (result.sample or item.sample).model_dump_json(),
         "error": result.error or "",
@@ -83,12 +85,16 @@ class ModelActor:
         template: Template,
         config: ModerationConfig,
         first_stage: FirstStage | None = None,
+        match: MatchStage | None = None,
     ) -> None:
         self.backend, self.policy, self.template = spec.build(), policy, template
-        self.config = dataclasses.replace(config, extract=None)  # rows arrive prepared
+        self.config = dataclasses.replace(config, extract=None, hashing=None)  # rows arrive prepared
         self.judge: Callable[[list[Sample]], list[Verdict]] | None = None
         if first_stage is not None:
             self.judge = cascade_judge(first_stage.load(), policy, self.backend, template, self.config)
+        if match is not None:  # the hash bank first: a banked re-upload never reaches the model
+            inner = self.judge or vlm_judge(policy, self.backend, template, self.config)
+            self.judge = matching_judge(match, inner)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         """One batch of rows in, one verdict JSON line per row out."""
@@ -121,13 +127,15 @@ def run_ray_job(
     ray_config: RayConfig | None = None,
     first_stage: FirstStage | None = None,
     *,
+    match: MatchStage | None = None,
     on_sample: Callable[[Sample], None] | None = None,
     on_verdict: Callable[[Verdict], None] | None = None,
 ) -> JobSummary:
     """Moderate ``items`` into ``out`` with Ray Data; resumable exactly like :func:`runner.run_job`.
 
     With ``first_stage``, each model actor runs the cascade: the router decides the clear cases and
-    only the rest reach the actor's model. ``on_sample`` / ``on_verdict`` run in the driver for every
+    only the rest reach the actor's model. With ``match`` (a snapshot of the hash bank), each actor
+    decides banked re-uploads first, without the model. ``on_sample`` / ``on_verdict`` run in the driver for every
     prepared sample and written verdict (e.g. to record both in the feedback store).
     """
     ray = require("ray", extra="ray", purpose="--engine ray")
@@ -150,7 +158,7 @@ def run_ray_job(
             rows = [{"sample": i.sample.model_dump_json(), "url": i.url or ""} for i in todo]
             ds = ray.data.from_items(rows).map(
                 _prepare_row,
-                fn_kwargs={"config": config, "max_bytes": runner.max_download_bytes},
+                fn_kwargs={"config": config, "fetch_policy": runner.fetch},
                 num_cpus=ray_config.cpus_per_task,
             )
             ds = ds.map_batches(
@@ -161,6 +169,7 @@ def run_ray_job(
                     "template": template,
                     "config": config,
                     "first_stage": first_stage,
+                    "match": match,
                 },
                 batch_size=max(1, config.generate.batch_size),
                 concurrency=ray_config.model_actors,

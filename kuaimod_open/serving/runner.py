@@ -17,12 +17,11 @@ import dataclasses
 import json
 import os
 import time
-import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -31,6 +30,8 @@ from pydantic import BaseModel
 from kuaimod_open import __version__
 from kuaimod_open._lazy import require
 from kuaimod_open.errors import ConfigError, KuaimodError
+from kuaimod_open.ingest.fetch import FetchPolicy, fetch
+from kuaimod_open.ingest.keys import key_for
 from kuaimod_open.ingest.manifest import WorkItem
 from kuaimod_open.ingest.sample import Sample
 from kuaimod_open.judge.backends.base import Backend
@@ -50,9 +51,6 @@ from kuaimod_open.judge.verdict import Stage, Verdict, error_verdict
 # Judges a batch of prepared samples (frames and text in place): one verdict per sample, in order.
 Judge = Callable[[list[Sample]], list[Verdict]]
 
-# A remote video larger than this is refused rather than filling the disk (override per job).
-MAX_DOWNLOAD_BYTES = 2 << 30
-
 
 @dataclass(frozen=True)
 class RunnerConfig:
@@ -63,7 +61,8 @@ class RunnerConfig:
     progress: bool = True
     # Items being prepared ahead of inference; None: enough to keep workers busy during a batch.
     window: int | None = None
-    max_download_bytes: int = MAX_DOWNLOAD_BYTES
+    # What URLs in the manifest may be fetched from, and within which limits (kuaimod_open.ingest.fetch).
+    fetch: FetchPolicy = field(default_factory=FetchPolicy)
 
 
 @dataclass
@@ -114,42 +113,20 @@ class Prepared:
     seconds: float
 
 
-def fetch(url: str, dst: Path, max_bytes: int = MAX_DOWNLOAD_BYTES, timeout: float = 60.0) -> Path:
-    """Download ``url`` to ``dst`` (write-then-rename), refusing files larger than ``max_bytes``."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + f".{os.getpid()}.part")
-    got = 0
-    with urllib.request.urlopen(url, timeout=timeout) as response, tmp.open("wb") as out:  # noqa: S310 (schemes checked)
-        while chunk := response.read(1 << 20):
-            got += len(chunk)
-            if got > max_bytes:
-                out.close()
-                tmp.unlink(missing_ok=True)
-                raise KuaimodError(f"{url}: larger than the {max_bytes} byte limit")
-            out.write(chunk)
-    os.replace(tmp, dst)
-    return dst
-
-
-def prepare_item(item: WorkItem, config: ModerationConfig, max_download_bytes: int = MAX_DOWNLOAD_BYTES) -> Prepared:
-    """Fetch (for URLs), sample frames and extract text for one item; never raises."""
+def prepare_item(item: WorkItem, config: ModerationConfig, fetch_policy: FetchPolicy | None = None) -> Prepared:
+    """Fetch (for URLs, under ``fetch_policy``), sample frames and extract text for one item; never raises."""
     started = time.perf_counter()
     sample = item.sample
     try:
         if item.url is not None:
-            suffix = Path(item.url.split("?")[0]).suffix[:8] or ".mp4"
-            dst = config.frames_dir / "_downloads" / f"{_file_name(sample.id)}{suffix}"
-            sample = sample.model_copy(update={"video": fetch(item.url, dst, max_download_bytes)})
+            got = fetch(item.url, config.frames_dir / "_downloads", fetch_policy)
+            sample = sample.model_copy(update={"video": got.path, "key": key_for(sample.id, got.content)})
         ready = prepare(sample, config)
         return Prepared(sample.id, ready, None, time.perf_counter() - started)
     except KuaimodError as exc:
         return Prepared(sample.id, None, str(exc), time.perf_counter() - started)
     except Exception as exc:  # a nightly job must survive one file that trips a decoder bug
         return Prepared(sample.id, None, f"{type(exc).__name__}: {str(exc)[:300]}", time.perf_counter() - started)
-
-
-def _file_name(sample_id: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in sample_id)[:120] or "sample"
 
 
 # --------------------------------------------------------------------------- output
@@ -226,7 +203,7 @@ def run_job(
         todo = [item for item in items if item.sample.id not in done]
         summary = JobSummary(total=len(items), skipped=len(items) - len(todo), workers=runner.workers)
         # Prepared samples already carry frames and text: inference must not extract again.
-        infer_config = dataclasses.replace(config, extract=None)
+        infer_config = dataclasses.replace(config, extract=None, hashing=None)
         started = time.perf_counter()
         bar = _progress(len(todo), runner.progress)
 
@@ -288,7 +265,7 @@ def _prepared(
     """Prepared items as they complete; in worker processes unless ``workers == 0``."""
     if runner.workers <= 0:
         for item in todo:
-            yield item, prepare_item(item, config, runner.max_download_bytes)
+            yield item, prepare_item(item, config, runner.fetch)
         return
     window = runner.window or 2 * (runner.workers + max(1, config.generate.batch_size))
     queue = list(reversed(todo))
@@ -304,7 +281,7 @@ def _prepared(
             while (queue or pending) and not crashed:
                 while queue and len(pending) < window:
                     item = queue.pop()
-                    pending[pool.submit(prepare_item, item, config, runner.max_download_bytes)] = item
+                    pending[pool.submit(prepare_item, item, config, runner.fetch)] = item
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:
                     item = pending.pop(future)
@@ -361,4 +338,4 @@ def _progress(total: int, enabled: bool) -> Any:
     return tqdm(total=total, unit="video", desc="moderating", dynamic_ncols=True, smoothing=0.1)
 
 
-__all__ = ["JobManifest", "JobSummary", "Prepared", "RunnerConfig", "fetch", "prepare_item", "run_job", "write_parquet"]
+__all__ = ["JobManifest", "JobSummary", "Prepared", "RunnerConfig", "prepare_item", "run_job", "write_parquet"]

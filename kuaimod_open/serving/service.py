@@ -29,18 +29,21 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field
 
 from kuaimod_open import __version__
 from kuaimod_open._lazy import require
+from kuaimod_open.ingest.fetch import FetchError, FetchPolicy, check_url, fetch
+from kuaimod_open.ingest.keys import key_for, stored_name
 from kuaimod_open.ingest.sample import Sample
 from kuaimod_open.judge.backends.base import Backend
 from kuaimod_open.judge.pipeline import ModerationConfig, moderate, prepare
 from kuaimod_open.judge.policy import Policy
 from kuaimod_open.judge.prompt import Template
 from kuaimod_open.judge.verdict import Verdict
-from kuaimod_open.serving.runner import Judge, fetch
+from kuaimod_open.serving.runner import Judge
 
 JSON_LIMIT = 1 << 20  # 1 MiB: text fields are clipped in the prompt anyway
 # Container formats the decoders read. Anything else (an .html, .exe or .svg "video") is refused with
@@ -66,6 +69,18 @@ class ServeSettings:
     feedback_path: Path = Path(".kuaimod/serve/feedback.jsonl")
     verdict_log: Path | None = None  # every served verdict, appended (audit trail)
     batch_wait_s: float = 0.02  # how long the first request of a batch waits for company
+    # Networks a URL may lead to although they are not public (--allow-network); default: none.
+    allow_networks: tuple[str, ...] = ()
+    fetch_timeout_s: float = 120.0  # the whole download of a URL, redirects included
+
+    def fetch_policy(self) -> FetchPolicy:
+        """The fetcher's rules for client URLs (raises ConfigError for a bad prefix or network)."""
+        return FetchPolicy(
+            prefixes=self.url_prefixes,
+            allow_networks=self.allow_networks,
+            max_bytes=self.max_upload_bytes,
+            total_s=self.fetch_timeout_s,
+        )
 
 
 class ModerateRequest(BaseModel):
@@ -153,7 +168,7 @@ class Batcher:
     ) -> None:
         self.policy, self.backend, self.template, self.wait_s, self.metrics = policy, backend, template, wait_s, metrics
         self.judge = judge  # e.g. the cascade: the router first, the VLM for the rest
-        self.config = replace(config, extract=None)  # samples arrive prepared
+        self.config = replace(config, extract=None, hashing=None)  # samples arrive prepared
         self.queue: queue.Queue[tuple[Sample, Future[Verdict]]] = queue.Queue()
         self.thread = threading.Thread(target=self._loop, name="kuaimod-batcher", daemon=True)
         self.thread.start()
@@ -250,6 +265,7 @@ def create_app(
     from fastapi.responses import PlainTextResponse
 
     state = _State(settings, policy, template, backend, config)
+    fetch_policy = settings.fetch_policy()
     batcher = Batcher(policy, backend, template, config, settings.batch_wait_s, state.metrics, batch_judge)
     app = FastAPI(
         title="kuaimod_open moderation API",
@@ -310,22 +326,27 @@ def create_app(
     async def moderate_json(body: ModerateRequest) -> Verdict:
         """Moderate a video named by path or URL, or text alone."""
         video: Path | None = None
+        content: str | None = None
         if body.path is not None:
             video = _confined(body.path, settings.roots)
         elif body.url is not None:
-            if not any(body.url.startswith(p) for p in settings.url_prefixes if p.startswith(("http://", "https://"))):
-                raise HTTPException(403, "this URL is not under any --allow-url prefix of the server")
-            name = hashlib.sha256(body.url.encode()).hexdigest()[:24]
-            suffix = video_suffix(Path(body.url.split("?")[0]).name, settings.video_suffixes)
-            dst = settings.work_dir / "downloads" / f"{name}{suffix}"
+            if not settings.url_prefixes:
+                raise HTTPException(403, "this server fetches no URLs (start it with --allow-url PREFIX)")
             try:
-                video = await run_in_threadpool(fetch, body.url, dst, settings.max_upload_bytes, 60.0)
-            except Exception as exc:  # urllib raises many kinds; the client needs the reason
-                raise HTTPException(502, f"could not fetch the URL: {str(exc)[:200]}") from None
+                checked = check_url(body.url, fetch_policy)
+                video_suffix(urlsplit(checked).path, settings.video_suffixes)
+                got = await run_in_threadpool(fetch, checked, settings.work_dir / "downloads", fetch_policy)
+            except FetchError as exc:
+                # Refusals name the rule; network failures all read the same (no errno, no address).
+                status = {"refused": 403, "too_large": 413}.get(exc.reason, 502)
+                raise HTTPException(status, str(exc)) from None
+            video, content = got.path, got.content
         sid = body.id or _derived_id(body, video)
         sample = Sample(
             id=sid, video=video, title=body.title, ocr=body.ocr, asr=body.asr, comments=tuple(body.comments)
         )
+        if content is not None:
+            sample = sample.model_copy(update={"key": key_for(sid, content)})
         return await judge(sample)
 
     @app.post("/v1/moderate/upload", dependencies=[Depends(check_key)], tags=["moderation"])
@@ -339,10 +360,10 @@ def create_app(
     ) -> Verdict:
         """Moderate an uploaded video file."""
         suffix = video_suffix(file.filename or "", settings.video_suffixes)
-        dst = settings.work_dir / "uploads" / f"{uuid.uuid4().hex}{suffix}"
-        digest = await run_in_threadpool(_save_upload, file.file, dst)
+        dst, digest = await run_in_threadpool(_save_upload, file.file, settings.work_dir / "uploads", suffix)
+        sid = id or f"upload-{digest[:16]}"
         sample = Sample(
-            id=id or f"upload-{digest[:16]}", video=dst, title=title, ocr=ocr, asr=asr, comments=tuple(comments)
+            id=sid, video=dst, title=title, ocr=ocr, asr=asr, comments=tuple(comments), key=key_for(sid, digest)
         )
         return await judge(sample)
 
@@ -389,6 +410,8 @@ def _confined(raw: str, roots: tuple[Path, ...]) -> Path:
 
     if not roots:
         raise HTTPException(403, "this server accepts no paths (start it with --root DIR)")
+    if "\x00" in raw:
+        raise HTTPException(400, "the path contains a NUL byte")
     for root in roots:
         base = root.resolve()
         candidate = (base / raw).resolve()  # an absolute raw path replaces base here
@@ -418,14 +441,24 @@ def _derived_id(body: ModerateRequest, video: Path | None) -> str:
     return "req-" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def _save_upload(src: Any, dst: Path) -> str:
-    dst.parent.mkdir(parents=True, exist_ok=True)
+def _save_upload(src: Any, folder: Path, suffix: str) -> tuple[Path, str]:
+    """Store an upload under its content digest (written privately, then renamed into place)."""
+    import os
+    import tempfile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=".part-")
     h = hashlib.sha256()
-    with dst.open("wb") as out:
-        while chunk := src.read(1 << 20):
-            h.update(chunk)
-            out.write(chunk)
-    return h.hexdigest()
+    try:
+        with os.fdopen(fd, "wb") as out:
+            while chunk := src.read(1 << 20):
+                h.update(chunk)
+                out.write(chunk)
+        dst = folder / stored_name(h.hexdigest(), suffix)
+        os.replace(tmp_name, dst)
+    finally:
+        Path(tmp_name).unlink(missing_ok=True)
+    return dst, h.hexdigest()
 
 
 def _append(path: Path, line: str, lock: threading.Lock) -> None:
