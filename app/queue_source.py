@@ -1,19 +1,25 @@
-"""The one seam between the app and the review-queue query: pages of rows, a total, claims.
+"""The one seam between the app and the review queue (:mod:`kuaimod_open.loop.queue`): pages of rows with
+a total, search by sample id, claims.
 
-The app asks only for a page (``limit`` rows after an opaque cursor), the total behind the filters,
-and claims on items; how the queue is computed stays behind these functions.
+The queue is an indexed query in the library (keyset pages, counts from the index, leases held in the
+store so that two app instances never hand out one item). The app asks only for what it shows: a page
+after an opaque cursor, the total behind the filters, and a claim on the item it opens.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
-from kuaimod_open.judge.flags import REVIEW_TEXT, main_reason
-from kuaimod_open.judge.policy import Policy
+from kuaimod_open.judge.flags import REVIEW_TEXT, SHORT_TEXT, Flag
+from kuaimod_open.loop import queue as lq
 from kuaimod_open.loop.store import Store
 
-from .queue import NO_CATEGORY, QueueItem, SortKey, review_queue, shown_confidence
+NO_CATEGORY = lq.NO_CATEGORY
+SortKey = lq.SortKey
+# The long explanation of each short "why" label (the queue cell's tooltip).
+# Several flags share a short label; the last of them in Flag order is the general one ("escalated").
+_WHY_LONG = {SHORT_TEXT[flag]: REVIEW_TEXT[flag] for flag in Flag}
 
 
 @dataclass(frozen=True)
@@ -62,7 +68,7 @@ class QueuePage:
     rows: list[QueueRow]
     total: int
     offset: int  # how many queued items come before this page's first row
-    cursor: str | None = None  # the cursor that produced this page
+    cursor: str | None = None  # the cursor that produced this page (None: the first page)
     next_cursor: str | None = None
     prev_cursor: str | None = None
 
@@ -72,58 +78,83 @@ class QueuePage:
         return [r.sample_id for r in self.rows]
 
 
-def _row(item: QueueItem) -> QueueRow:
-    v = item.verdict
-    main = main_reason(v.flags)
-    long = [REVIEW_TEXT[main]] if main is not None else []
-    if item.reports:
-        long.append(f"reported by users {item.reports}x")
+def _held(row: lq.QueueRow) -> tuple[str | None, datetime | None]:
+    # An expired lease is nobody's.
+    if row.claimed_by and row.claim_expires is not None and row.claim_expires > datetime.now(UTC):
+        return row.claimed_by, row.claim_expires
+    return None, None
+
+
+def _row(row: lq.QueueRow) -> QueueRow:
+    long = [_WHY_LONG.get(reason, reason) for reason in row.reasons]
+    holder, until = _held(row)
     return QueueRow(
-        sample_id=item.sample_id,
-        verdict_id=item.verdict_id,
-        title=item.title,
-        decision=str(v.decision),
-        category=v.category or NO_CATEGORY,
-        confidence=shown_confidence(v),
-        severity=str(item.severity) if item.severity else "?",
-        reports=item.reports,
-        why=", ".join(item.reasons),
-        why_long="; ".join(long) or ", ".join(item.reasons),
-        policy_version=item.policy_version,
+        sample_id=row.sample_id,
+        verdict_id=row.verdict_id,
+        title=row.title,
+        decision=row.decision,
+        category=row.category or NO_CATEGORY,
+        confidence=row.confidence,
+        severity=str(row.severity) if row.severity is not None else "?",
+        reports=row.reports,
+        why=", ".join(row.reasons),
+        why_long="; ".join(long),
+        policy_version=row.policy_version,
+        claimed_by=holder,
+        claimed_until=until,
     )
 
 
 def queue_page(
-    store: Store, policy: Policy, filters: QueueFilters, *, cursor: str | None = None, limit: int = 50,
-    low_confidence: float = 0.6,
-) -> QueuePage:  # fmt: skip
-    """One page of the review queue under ``filters``, starting at ``cursor`` (None: the first page)."""
-    items = review_queue(
-        store,
-        policy,
-        low_confidence=low_confidence,
-        category=filters.category or None,
-        policy_version=filters.version or None,
-        sort=SortKey(filters.sort),
-    )
+    store: Store, filters: QueueFilters, *, cursor: str | None = None, offset: int = 0, limit: int = lq.PAGE_SIZE
+) -> QueuePage:
+    """One page of the review queue under ``filters``, from ``cursor`` (None: the first page).
+
+    ``offset`` is where the caller knows this page starts (pages are keyset ranges, so the position is
+    counted by the app as it walks them); a search is a single page of matching ids.
+    """
     if filters.search:
-        items = [i for i in items if i.sample_id.startswith(filters.search)]
-    offset = max(0, int(cursor)) if cursor and cursor.isdigit() else 0
-    if offset >= len(items) and items:
-        offset = max(0, (len(items) - 1) // limit * limit)  # the queue shrank under the cursor: last page
-    rows = [_row(i) for i in items[offset : offset + limit]]
+        found = lq.search_page(store, filters.search, limit=limit)
+        return QueuePage(rows=[_row(r) for r in found.rows], total=found.total, offset=0)
+    page = lq.queue_page(
+        store,
+        filters=lq.QueueFilters(category=filters.category or None, policy_version=filters.version or None),
+        sort=filters.sort,
+        cursor=cursor,
+        limit=limit,
+    )
     return QueuePage(
-        rows=rows,
-        total=len(items),
-        offset=offset,
-        cursor=str(offset),
-        next_cursor=str(offset + limit) if offset + limit < len(items) else None,
-        prev_cursor=str(max(0, offset - limit)) if offset > 0 else None,
+        rows=[_row(r) for r in page.rows],
+        total=page.total,
+        offset=0 if cursor is None else max(0, offset),
+        cursor=cursor,
+        next_cursor=page.next_cursor,
+        prev_cursor=page.prev_cursor,
     )
 
 
-def sample_exists(store: Store, sample_id: str) -> bool:
-    """Whether the store has a verdict for ``sample_id`` (search opens it even when it is not queued)."""
-    t = store.table("verdicts")
-    with store.engine.connect() as conn:
-        return conn.execute(store.sa.select(t.c.id).where(t.c.sample_id == sample_id).limit(1)).first() is not None
+def queue_row(store: Store, sample_id: str) -> QueueRow | None:
+    """The queue row of one sample (pending or not), None when it has no verdict."""
+    row = lq.queue_row(store, sample_id)
+    return _row(row) if row is not None else None
+
+
+def filter_choices(store: Store) -> tuple[list[str], list[str]]:
+    """The categories and policy versions among pending items (for the filter menus)."""
+    return lq.queue_filters(store)
+
+
+def claim(store: Store, sample_id: str, reviewer: str, lease_s: float) -> bool:
+    """Lease the item to ``reviewer`` (or renew the lease); False when someone else holds it."""
+    return lq.claim(store, sample_id, reviewer, lease_s)
+
+
+def release(store: Store, sample_id: str, reviewer: str) -> None:
+    """Give the item back (only the holder's lease is released)."""
+    lq.release(store, sample_id, reviewer)
+
+
+def holder(store: Store, sample_id: str) -> tuple[str | None, datetime | None]:
+    """Who holds a live lease on the item, and until when (None, None when nobody does)."""
+    row = lq.queue_row(store, sample_id)
+    return _held(row) if row is not None else (None, None)

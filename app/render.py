@@ -394,17 +394,26 @@ QUEUE_COLUMNS: tuple[tuple[str, str], ...] = (
 )  # fmt: skip
 
 
-def queue_html(page: QueuePage, current: str) -> str:
-    """The queue page as a table with fixed columns: long text is cut with an ellipsis, whole in the tooltip."""
+def queue_html(page: QueuePage, current: str, me: str = "") -> str:
+    """The queue page as a table with fixed columns: long text is cut with an ellipsis, whole in the tooltip.
+
+    Items another reviewer holds are marked (and J/K pass them by); ``me`` is the viewing reviewer.
+    """
     cols = "".join(f'<col style="width:{w}">' for _, w in QUEUE_COLUMNS)
     head = "".join(f"<th>{esc(name)}</th>" for name, _ in QUEUE_COLUMNS)
     body = []
     for n, row in enumerate(page.rows, start=page.offset + 1):
         conf = "" if row.confidence is None else f"{row.confidence:.2f}"
-        claim = f" · claimed by {row.claimed_by}" if row.claimed_by else ""
+        other = row.claimed_by is not None and row.claimed_by != me
+        until = f" until {row.claimed_until:%H:%M} UTC" if row.claimed_until else ""
+        claim = f"claimed by {row.claimed_by}{until}" if other else ""
         cells = [
             (str(n), ""),
-            (row.sample_id, row.sample_id + claim),
+            # Plain text, not a lock emoji: reviewers' machines may have no emoji font.
+            (
+                (f"[{row.claimed_by}] " if other else "") + row.sample_id,
+                f"{row.sample_id} · {claim}" if claim else row.sample_id,
+            ),
             (row.title, row.title),
             (row.decision, ""),
             (row.category, row.category),
@@ -416,9 +425,7 @@ def queue_html(page: QueuePage, current: str) -> str:
         ]
         tds = "".join(f'<td title="{esc(tip)}">{esc(text)}</td>' if tip else f"<td>{esc(text)}</td>"
                       for text, tip in cells)  # fmt: skip
-        classes = (
-            "km-row" + (" km-current" if row.sample_id == current else "") + (" km-claimed" if row.claimed_by else "")
-        )
+        classes = "km-row" + (" km-current" if row.sample_id == current else "") + (" km-claimed" if other else "")
         body.append(f'<tr class="{classes}" data-id="{esc(row.sample_id)}" tabindex="-1">{tds}</tr>')
     if not body:
         body.append(f'<tr><td colspan="{len(QUEUE_COLUMNS)}"><em>Nothing awaits review.</em></td></tr>')

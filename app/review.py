@@ -11,6 +11,7 @@ and turns expected errors into the status line. No callback is a public API endp
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import gradio as gr
@@ -23,8 +24,18 @@ from . import render
 from .access import AccessError, Session
 from .audit import AUDIT_HEADERS
 from .config import ReviewConfig
-from .queue import NO_CATEGORY, SortKey, queue_filters
-from .queue_source import QueueFilters, QueuePage, queue_page, sample_exists
+from .queue_source import (
+    NO_CATEGORY,
+    QueueFilters,
+    QueuePage,
+    SortKey,
+    claim,
+    filter_choices,
+    holder,
+    queue_page,
+    queue_row,
+    release,
+)
 
 PRIVATE = "private"  # every event: hidden from /config's API listing and not callable by API clients
 # The review tab's events run one at a time, in the order they arrive (Gradio's limit is per listener
@@ -81,6 +92,7 @@ CSS = """
 .km-q tr.km-row { cursor: pointer; }
 .km-q tr.km-row:hover { background: #f6f8fa; }
 .km-q tr.km-current, .km-q tr.km-current:hover { background: #ddf4ff; box-shadow: inset 4px 0 0 #0969da; }
+.km-q tr.km-claimed td { color: #8c959f; font-style: italic; }
 .km-head { display: flex; flex-wrap: wrap; align-items: baseline; gap: 4px 10px; }
 .km-head-id { font-weight: 700; font-size: 17px; }
 .km-head-pos { color: #57606a; font-size: 13px; }
@@ -173,7 +185,7 @@ def build_app(config: ReviewConfig | h.ReviewContext) -> gr.Blocks:
 
 def _review_tab(ctx: h.ReviewContext, demo: gr.Blocks) -> None:
     policy, _ = ctx.policy()
-    cats, versions = queue_filters(ctx.store)
+    cats, versions = filter_choices(ctx.store)
     page_state = gr.State({})
     showing = gr.State("")  # the token of the item on screen (server side)
     with gr.Row(equal_height=False, elem_id="km-review"):
@@ -251,7 +263,9 @@ def _review_tab(ctx: h.ReviewContext, demo: gr.Blocks) -> None:
         # A fresh form for every item: nothing chosen for one video ever carries over to the next.
         return [category, h.DEFAULT_DECISION, None, "", False, False]
 
-    def item_values(view: h.ItemView | None, position: str, *, message: str = "", kind: str = "ok") -> list[Any]:
+    def item_values(
+        view: h.ItemView | None, position: str, *, message: str = "", kind: str = "ok", claim: str = ""
+    ) -> list[Any]:
         if view is None:
             empty = render.header_html("—", "", "queue empty")
             why_empty = render.why_html(["nothing awaits review"], queued=True)
@@ -259,83 +273,125 @@ def _review_tab(ctx: h.ReviewContext, demo: gr.Blocks) -> None:
                     _frame([], AUDIT_HEADERS), gr.update(visible=False), *form_reset(None),
                     status_html(message, kind)]  # fmt: skip
         shown = message or view.notice
-        return [view.token, view.token, render.header_html(view.sample_id, view.title, position), view.why,
+        return [view.token, view.token, render.header_html(view.sample_id, view.title, position, claim), view.why,
                 gr.update(value=view.reports, visible=bool(view.reports)), view.verdict, view.media, view.text,
                 view.evidence, view.rationale, view.precedents, view.provenance, _frame(view.audit, AUDIT_HEADERS),
                 gr.update(visible=view.blurred), *form_reset(view.category),
                 status_html(shown, kind if message else "note")]  # fmt: skip
 
-    def page_values(page: QueuePage, current: str, filters: QueueFilters) -> list[Any]:
+    def page_values(page: QueuePage, current: str, filters: QueueFilters, me: str, claimed: str) -> list[Any]:
         state = {"cursor": page.cursor, "ids": page.ids, "offset": page.offset, "total": page.total,
-                 "next": page.next_cursor, "prev": page.prev_cursor, "filters": filters.__dict__}  # fmt: skip
+                 "next": page.next_cursor, "prev": page.prev_cursor, "filters": filters.__dict__,
+                 "claimed": claimed}  # fmt: skip
         first, last = (page.offset + 1, page.offset + len(page.rows)) if page.rows else (0, 0)
-        info = f"{first}–{last} of <b>{page.total}</b> awaiting review"
-        return [state, render.queue_html(page, current), info]
+        what = f"matching “{render.esc(filters.search)}”" if filters.search else "awaiting review"
+        info = f"{first}–{last} of <b>{page.total}</b> {what}"
+        return [state, render.queue_html(page, current, me), info]
 
-    def position(state: dict[str, Any], sample_id: str) -> str:
-        ids = state.get("ids") or []
-        if sample_id in ids:
-            return f"{state['offset'] + ids.index(sample_id) + 1} of {state['total']}"
+    def position(page: QueuePage, sample_id: str) -> str:
+        if sample_id in page.ids:
+            return f"{page.offset + page.ids.index(sample_id) + 1} of {page.total}"
         return "not in the queue"
 
-    def fetch(filters: QueueFilters, cursor: str | None) -> QueuePage:
-        policy, _ = ctx.policy()
-        return queue_page(ctx.store, policy, filters, cursor=cursor, limit=ctx.config.page_size,
-                          low_confidence=ctx.config.low_confidence)  # fmt: skip
+    def fetch(filters: QueueFilters, cursor: str | None = None, offset: int = 0) -> QueuePage:
+        page = queue_page(ctx.store, filters, cursor=cursor, offset=offset, limit=ctx.config.page_size)
+        if page.prev_cursor is None and page.offset:
+            page = replace(page, offset=0)  # walked back to the first page
+        return page
 
-    def show(session: Session, page: QueuePage, filters: QueueFilters, sample_id: str, *, queued: bool = True,
-             message: str = "", kind: str = "ok") -> list[Any]:  # fmt: skip
-        head = page_values(page, sample_id, filters)
+    def claim_line(session: Session, sample_id: str, state: dict[str, Any]) -> tuple[str, str]:
+        # Opening an item leases it to the reviewer (other reviewers and app instances skip it) and gives
+        # back the one they had open; an item someone else holds is shown, but not theirs to decide.
+        before = state.get("claimed") or ""
+        if claim(ctx.store, sample_id, session.name, ctx.config.lease_s):
+            if before and before != sample_id:
+                release(ctx.store, before, session.name)
+            until = holder(ctx.store, sample_id)[1]
+            return sample_id, f"claimed by you until {until:%H:%M} UTC" if until else ""
+        if before and before != sample_id:
+            release(ctx.store, before, session.name)
+        who, until = holder(ctx.store, sample_id)
+        if who and who != session.name:
+            return "", f"claimed by {who} until {until:%H:%M} UTC: look, but the decision is theirs until then"
+        return "", ""
+
+    def show(session: Session, state: dict[str, Any], page: QueuePage, filters: QueueFilters, sample_id: str, *,
+             queued: bool = True, message: str = "", kind: str = "ok") -> list[Any]:  # fmt: skip
         if not sample_id:
-            return head + item_values(None, "", message=message, kind=kind)
+            if state.get("claimed"):
+                release(ctx.store, state["claimed"], session.name)
+            return page_values(page, "", filters, session.name, "") + item_values(None, "", message=message,
+                                                                                   kind=kind)  # fmt: skip
+        claimed, line = claim_line(session, sample_id, state)
+        head = page_values(page, sample_id, filters, session.name, claimed)
         view = h.item_view(ctx, sample_id, viewer=session, queued=queued)
-        return head + item_values(view, position(head[0], sample_id), message=message, kind=kind)
+        return head + item_values(view, position(page, sample_id), message=message, kind=kind, claim=line)
 
     def filters_of(state: dict[str, Any]) -> QueueFilters:
         return QueueFilters(**state["filters"]) if state.get("filters") else QueueFilters()
 
+    def free(row: Any, session: Session) -> bool:
+        return row.claimed_by in (None, session.name)
+
+    def walk(session: Session, filters: QueueFilters, page: QueuePage, at: int, delta: int) -> tuple[QueuePage, int]:
+        # From index ``at`` of ``page`` in direction ``delta``, the first item nobody else holds; past the
+        # end of a page the neighbouring page is loaded (J/K walk the whole queue). -1: none that way.
+        for _ in range(20):  # at most 20 pages of items held by others
+            while 0 <= at < len(page.rows):
+                if free(page.rows[at], session):
+                    return page, at
+                at += delta
+            if at >= len(page.rows) and page.next_cursor is not None:
+                page, at = fetch(filters, page.next_cursor, page.offset + len(page.rows)), 0
+            elif at < 0 and page.prev_cursor is not None:
+                page = fetch(filters, page.prev_cursor, page.offset - ctx.config.page_size)
+                at = len(page.rows) - 1
+            else:
+                break
+        return page, -1
+
     # ---------------------------------------------------------------- callbacks
 
-    def load(q: str, s: str, c: str, v: str, token: str, request: gr.Request) -> list[Any]:
+    def load(q: str, s: str, c: str, v: str, token: str, state: dict[str, Any], request: gr.Request) -> list[Any]:
         session = guard(ctx, request)
         filters = QueueFilters.of(s, c, v, q)
-        page = fetch(filters, None)
+        page = fetch(filters)
         current = token.partition(":")[2] if token else ""
-        if filters.search and sample_exists(ctx.store, filters.search):
-            return show(session, page, filters, filters.search, queued=filters.search in page.ids)
-        chosen = current if current in page.ids else (page.ids[0] if page.ids else "")
-        return show(session, page, filters, chosen)
+        if filters.search and queue_row(ctx.store, filters.search) is not None:
+            return show(session, state, page, filters, filters.search, queued=filters.search in page.ids)
+        if current in page.ids and free(page.rows[page.ids.index(current)], session):
+            return show(session, state, page, filters, current)
+        page, at = walk(session, filters, page, 0, 1)
+        return show(session, state, page, filters, page.ids[at] if at >= 0 else "")
 
     def open_row(state: dict[str, Any], request: gr.Request, evt: gr.EventData) -> list[Any]:
         session = guard(ctx, request)
         sample_id = str(getattr(evt, "_data", {}).get("id", "") or "")
         filters = filters_of(state)
-        page = fetch(filters, state.get("cursor"))
+        page = fetch(filters, state.get("cursor"), state.get("offset", 0))
         if sample_id not in page.ids:
-            return show(session, page, filters, page.ids[0] if page.ids else "",
+            page, at = walk(session, filters, page, 0, 1)
+            return show(session, state, page, filters, page.ids[at] if at >= 0 else "",
                         message=f"{sample_id} has left the queue", kind="note")  # fmt: skip
-        return show(session, page, filters, sample_id)
+        return show(session, state, page, filters, sample_id)
 
     def step(delta: int) -> Callable[[dict[str, Any], str, gr.Request], list[Any]]:
-        # J/K walk the whole queue: past the end of a page they load the neighbouring page.
         def move(state: dict[str, Any], token: str, request: gr.Request) -> list[Any]:
             session = guard(ctx, request)
             filters = filters_of(state)
-            page = fetch(filters, state.get("cursor"))
+            page = fetch(filters, state.get("cursor"), state.get("offset", 0))
             current = token.partition(":")[2]
             if current in page.ids:
                 at = page.ids.index(current) + delta
-            else:  # the item left the queue (decided elsewhere): stay where it stood
+            else:  # the item left the queue (decided elsewhere): the one now in its place is next
                 old = state.get("ids") or []
                 at = old.index(current) if current in old else 0
-            if at >= len(page.ids) and page.next_cursor is not None:
-                page, at = fetch(filters, page.next_cursor), 0
-            elif at < 0 and page.prev_cursor is not None:
-                page = fetch(filters, page.prev_cursor)
-                at = len(page.ids) - 1
-            if not page.ids:
-                return show(session, page, filters, "")
-            return show(session, page, filters, page.ids[max(0, min(len(page.ids) - 1, at))])
+            found, at = walk(session, filters, page, at, delta)
+            if at < 0:
+                stay = current if current in page.ids else (page.ids[0] if page.ids else "")
+                edge = "end" if delta > 0 else "start"
+                return show(session, state, page, filters, stay, message=f"{edge} of the queue", kind="note")
+            return show(session, state, found, filters, found.ids[at])
 
         return move
 
@@ -344,8 +400,14 @@ def _review_tab(ctx: h.ReviewContext, demo: gr.Blocks) -> None:
             session = guard(ctx, request)
             filters = filters_of(state)
             cursor = state.get(which)
-            page = fetch(filters, cursor if cursor is not None else state.get("cursor"))
-            return show(session, page, filters, page.ids[0] if page.ids else "")
+            if cursor is None:
+                page = fetch(filters, state.get("cursor"), state.get("offset", 0))
+            elif which == "next":
+                page = fetch(filters, cursor, state.get("offset", 0) + len(state.get("ids") or []))
+            else:
+                page = fetch(filters, cursor, state.get("offset", 0) - ctx.config.page_size)
+            page, at = walk(session, filters, page, 0, 1)
+            return show(session, state, page, filters, page.ids[at] if at >= 0 else "")
 
         return go
 
@@ -355,38 +417,41 @@ def _review_tab(ctx: h.ReviewContext, demo: gr.Blocks) -> None:
             session = guard(ctx, request)
             form = h.DecisionForm(token=token, category=cat, decision=dec, reason_code=reason, note=note_text or "",
                                   make_precedent=bool(precedent), amend=bool(amend_it))  # fmt: skip
+            filters = filters_of(state)
             try:
                 message = h.decide(ctx, session, action, form, showing=shown)
             except KuaimodError as exc:
-                # Keep what the reviewer chose (they fix it and submit again); only the status changes.
                 if isinstance(exc, h.ReviewError) and "another item" in str(exc):
-                    filters = filters_of(state)
-                    page = fetch(filters, state.get("cursor"))
+                    # Show the item that is really on screen, with a fresh form.
+                    page = fetch(filters, state.get("cursor"), state.get("offset", 0))
                     current = shown.partition(":")[2]
-                    return show(session, page, filters, current if current in page.ids else "",
+                    return show(session, state, page, filters, current if current in page.ids else "",
                                 queued=current in page.ids, message=str(exc), kind="err")  # fmt: skip
+                # Keep what the reviewer chose (they fix it and submit again); only the status changes.
                 return [gr.update()] * (len(everything) - 1) + [status_html(str(exc), "err")]
-            # The decided item leaves the queue: open the one that took its place (or the last one).
-            filters = filters_of(state)
+            # The decided item leaves the queue (and its lease ends): open the item after it, without
+            # recomputing anything but this page.
+            state = {**state, "claimed": ""}
             old = state.get("ids") or []
             decided = token.partition(":")[2]
-            at = old.index(decided) if decided in old else 0
-            page = fetch(filters, state.get("cursor"))
-            if not page.ids and page.prev_cursor is not None:
-                page = fetch(filters, page.prev_cursor)
-            nxt = page.ids[min(at, len(page.ids) - 1)] if page.ids else ""
-            return show(session, page, filters, nxt, message=message, kind="ok")
+            page = fetch(filters, state.get("cursor"), state.get("offset", 0))
+            after = old[old.index(decided) + 1 :] if decided in old else []
+            fresh = [i for i, sid in enumerate(page.ids) if sid in after or sid not in old]
+            page, at = walk(session, filters, page, fresh[0] if fresh else len(page.ids), 1)
+            if at < 0:
+                page, at = walk(session, filters, page, len(page.ids) - 1, -1)
+            return show(session, state, page, filters, page.ids[at] if at >= 0 else "", message=message, kind="ok")
 
         return run
 
-    def reveal(token: str, shown: str, state: dict[str, Any], request: gr.Request) -> list[Any]:
+    def reveal(token: str, shown: str, request: gr.Request) -> list[Any]:
         session = guard(ctx, request)
         if not token or token != shown:
             return [gr.update(), gr.update(), status_html("select an item first", "err")]
         view = h.reveal_media(ctx, session, token)
         return [view.media, gr.update(visible=False), status_html(f"media of {view.sample_id} revealed", "note")]
 
-    filters_in = [search, sort, category, version, showing]
+    filters_in = [search, sort, category, version, showing, page_state]
     for trigger in (refresh.click, sort.input, category.input, version.input, search.submit):
         trigger(load, inputs=filters_in, outputs=everything, **LANE)
     demo.load(load, inputs=filters_in, outputs=everything, **LANE)
@@ -398,5 +463,5 @@ def _review_tab(ctx: h.ReviewContext, demo: gr.Blocks) -> None:
     form_in = [page_state, showing, form_token, ov_category, ov_decision, ov_reason, note, make_precedent, amend]
     agree_btn.click(decide("agree"), inputs=form_in, outputs=everything, **LANE)
     override_btn.click(decide("override"), inputs=form_in, outputs=everything, **LANE)
-    reveal_btn.click(reveal, inputs=[form_token, showing, page_state], outputs=[media, reveal_btn, status],
+    reveal_btn.click(reveal, inputs=[form_token, showing], outputs=[media, reveal_btn, status],
                      **LANE)  # fmt: skip

@@ -250,7 +250,7 @@ def test_search_n_of_n_and_jk_across_pages(served: dict[str, Any]) -> None:
     search = page.locator("#km-search input, #km-search textarea").first
     search.fill("bulk-04")
     search.press("Enter")
-    expect(page.locator("#km-pageinfo")).to_contain_text("of 10 awaiting")  # bulk-040 .. bulk-049
+    expect(page.locator("#km-pageinfo")).to_contain_text("1–10 of 10 matching")  # bulk-040 .. bulk-049
     search.fill("demo-08")
     search.press("Enter")
     expect(page.locator("#km-item-header")).to_contain_text("demo-08")
@@ -286,6 +286,46 @@ def test_search_n_of_n_and_jk_across_pages(served: dict[str, Any]) -> None:
         "r => { const w = r.closest('.km-qwrap').getBoundingClientRect(), b = r.getBoundingClientRect();"
         " return b.top >= w.top && b.bottom <= w.bottom + 1; }"
     )  # the highlighted row is scrolled into view
+
+
+def test_claimed_items_are_marked_skipped_and_not_decided(served: dict[str, Any]) -> None:
+    """#17: an item another reviewer opened (here: in another app instance) is leased to them."""
+    from playwright.sync_api import expect
+
+    from kuaimod_open.loop import queue as lq
+    from kuaimod_open.loop.store import Store
+
+    page, db = served["page"], served["db"]
+    _reset(page)
+    rows = page.locator("#km-queue tr.km-row")
+    first, second, third = (rows.nth(i).get_attribute("data-id") for i in range(3))
+    other = Store(f"sqlite:///{db}")
+    assert lq.claim(other, second, "bob", 600)
+    try:
+        _key(page, "r")
+        held = page.locator(f"#km-queue tr[data-id='{second}']")
+        expect(held).to_have_class(re.compile("km-claimed"))
+        expect(held).to_contain_text(f"[bob] {second}")
+        assert "claimed by bob" in held.locator("td").nth(1).get_attribute("title")
+        _open(page, first)
+        assert _query(db, f"SELECT claimed_by FROM review_queue WHERE sample_id='{first}'") == [("alice",)]
+        _key(page, "j")  # J passes the item bob holds by
+        expect(page.locator(f"#km-queue tr.km-current[data-id='{third}']")).to_have_count(1)
+        expect(page.locator("#km-item-header")).to_contain_text("3 of 63")
+        expect(page.locator("#km-item-header")).to_contain_text("claimed by you until")
+        # moving on gave the previous item back
+        assert _query(db, f"SELECT claimed_by FROM review_queue WHERE sample_id='{first}'") == [(None,)]
+        before = _decisions(db)
+        _open(page, second)  # it can be looked at, not decided
+        expect(page.locator("#km-item-header")).to_contain_text("claimed by bob until")
+        _key(page, "a")
+        expect(page.locator("#km-status")).to_contain_text(f"{second} is claimed by bob")
+        page.evaluate("window.scrollTo(0, 0)")
+        _shot(page, "review_claims.png")
+        assert _decisions(db) == before
+    finally:
+        lq.release(other, second, "bob")
+        other.engine.dispose()
 
 
 # --------------------------------------------------------------------------- wellness (#14 item 2)

@@ -209,27 +209,50 @@ def test_queue_holds_what_needs_a_human(ctx: h.ReviewContext) -> None:
 
 
 def test_queue_pages_have_a_total_and_search_by_id(ctx: h.ReviewContext) -> None:
-    # #14 item 3: no "n of N", no search by sample id; #17: a page of 50 with a total.
+    # #14 item 3: no "n of N", no search by sample id; #17: keyset pages with a total.
     policy, _ = ctx.policy()
-    first = queue_page(ctx.store, policy, QueueFilters(), limit=3)
+    first = queue_page(ctx.store, QueueFilters(), limit=3)
     assert first.total == 8 and first.offset == 0 and len(first.rows) == 3 and first.prev_cursor is None
-    second = queue_page(ctx.store, policy, QueueFilters(), cursor=first.next_cursor, limit=3)
-    last = queue_page(ctx.store, policy, QueueFilters(), cursor=second.next_cursor, limit=3)
+    second = queue_page(ctx.store, QueueFilters(), cursor=first.next_cursor, offset=3, limit=3)
+    last = queue_page(ctx.store, QueueFilters(), cursor=second.next_cursor, offset=6, limit=3)
     assert second.offset == 3 and last.offset == 6 and last.next_cursor is None and len(last.rows) == 2
     assert first.ids + second.ids + last.ids == [i.sample_id for i in review_queue(ctx.store, policy)]
-    found = queue_page(ctx.store, policy, QueueFilters.of("severity", "all", "", "demo-0"), limit=50)
-    assert found.total == 8
-    assert queue_page(ctx.store, policy, QueueFilters(search="demo-08"), limit=50).ids == ["demo-08"]
+    back = queue_page(ctx.store, QueueFilters(), cursor=last.prev_cursor, offset=3, limit=3)
+    assert back.ids == second.ids
+    found = queue_page(ctx.store, QueueFilters.of("severity", "all", "", "demo-0"), limit=50)
+    assert found.total == 8 and found.ids == sorted(found.ids)  # search: matching ids, by id
+    assert queue_page(ctx.store, QueueFilters(search="demo-08"), limit=50).ids == ["demo-08"]
+    assert queue_page(ctx.store, QueueFilters(search="demo-06"), limit=50).total == 0  # not queued
     row = {r.sample_id: r for r in first.rows + second.rows + last.rows}["demo-08"]
     assert row.why == "escalated, low confidence" and "first stage was not sure" in row.why_long
     html = h.render.queue_html(first, "demo-05")
-    assert html.count("<col ") == len(h.render.QUEUE_COLUMNS) and "table-layout" not in html  # widths in CSS
+    assert html.count("<col ") == len(h.render.QUEUE_COLUMNS)
     assert 'class="km-row km-current" data-id="demo-05"' in html
 
 
+def test_claims_are_shown_and_held(ctx: h.ReviewContext) -> None:
+    # #17: an item opened by one reviewer is leased to them; others see it marked and cannot decide it.
+    from kuaimod_open.app import queue_source as qs
+
+    assert qs.claim(ctx.store, "demo-03", "ada", 600)
+    assert not qs.claim(ctx.store, "demo-03", "bob", 600)
+    page = queue_page(ctx.store, QueueFilters(search="demo-03"))
+    assert page.rows[0].claimed_by == "ada"
+    html = h.render.queue_html(page, "", "bob")
+    assert "km-claimed" in html and "[ada] demo-03" in html and "claimed by ada until" in html
+    assert "km-claimed" not in h.render.queue_html(page, "", "ada")  # one's own lease is not marked
+    view = h.item_view(ctx, "demo-03", viewer=REVIEWER)
+    with pytest.raises(h.ReviewError, match="claimed by ada until .* the decision is theirs"):
+        h.decide(ctx, REVIEWER, "agree", form(view), showing=view.token)
+    assert h.decide(ctx, ADMIN, "agree", form(view), showing=view.token).startswith("agree on demo-03")
+    assert qs.holder(ctx.store, "demo-03") == (None, None)  # a decision ends the lease
+    assert qs.claim(ctx.store, "demo-01", "ada", -1)  # a lease that already ran out...
+    assert qs.holder(ctx.store, "demo-01") == (None, None)  # ...is nobody's
+    assert queue_page(ctx.store, QueueFilters(search="demo-01")).rows[0].claimed_by is None
+
+
 def test_queue_title_is_cut_with_the_whole_title_as_tooltip(ctx: h.ReviewContext) -> None:
-    policy, _ = ctx.policy()
-    page = queue_page(ctx.store, policy, QueueFilters(search="demo-08"))
+    page = queue_page(ctx.store, QueueFilters(search="demo-08"))
     html = h.render.queue_html(page, "")
     title = "这些人都该滚出去 评论区见"
     assert f'<td title="{title}">{title}</td>' in html  # the cell ellipsis is CSS; the tooltip has it all

@@ -125,9 +125,17 @@ def _backend_predictor(backend: str, model: str | None, base_url: str | None, ap
 @click.option(
     "--low-confidence",
     type=click.FloatRange(0, 1),
-    default=0.6,
+    default=None,
+    help="Queue verdicts less confident than this; a setting of the store, shared by every app [default: the "
+    "store's, 0.6].",
+)
+@click.option(
+    "--lease",
+    "lease_s",
+    type=click.FloatRange(10, 86400),
+    default=600.0,
     show_default=True,
-    help="Verdicts less confident than this are queued.",
+    help="Seconds an opened item stays claimed by its reviewer (others skip it meanwhile).",
 )
 @click.option(
     "--embed-precedents/--no-embed-precedents",
@@ -168,7 +176,8 @@ def review_cmd(
     users_file: Path | None,
     hash_password: bool,
     reviewer: str,
-    low_confidence: float,
+    low_confidence: float | None,
+    lease_s: float,
     embed_precedents: bool,
     load_files: tuple[Path, ...],
     data: Path | None,
@@ -208,6 +217,7 @@ def review_cmd(
         report_roots=report_roots or (Path("runs"), Path("eval_report")),
         predictor=predictor,
         low_confidence=low_confidence,
+        lease_s=lease_s,
         use_embedder=embed_precedents,
         default_reviewer=reviewer,
         users=users,
