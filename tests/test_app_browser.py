@@ -20,10 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 REPO = Path(__file__).resolve().parent.parent
+# Versions in the editor tests: the shipped policy's, and two edits of it (never pinned to a number).
+BASE = yaml.safe_load((REPO / "prompts" / "policy.yaml").read_text(encoding="utf-8"))["version"]
+NEXT, STRICT = f"{BASE}-edit", f"{BASE}-strict"
 SHOTS = REPO / "docs" / "screenshots"
 CHROMIUM = os.environ.get("KUAIMOD_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -480,9 +484,9 @@ def test_policy_editor_marks_errors_and_confirms_activation(served: dict[str, An
     page, db = served["page"], served["db"]
     page.get_by_role("tab", name="Policy editor").click()
     errors = page.locator("#km-policy-errors textarea")
-    expect(errors).to_have_value(re.compile("valid: .* v1.0.0"))
+    expect(errors).to_have_value(re.compile(f"valid: .* v{BASE}"))
     text = (REPO / "prompts" / "policy.yaml").read_text(encoding="utf-8")
-    bad = text.replace('version: "1.0.0"', 'version: "1.0.1"', 1)
+    bad = text.replace(f'version: "{BASE}"', f'version: "{NEXT}"', 1)
     bad = bad.replace("severity: low", "severity: lowish")  # far down the file, below the editor's view
     line = next(n for n, t in enumerate(bad.splitlines(), 1) if "lowish" in t)
     assert line > 40
@@ -501,13 +505,13 @@ def test_policy_editor_marks_errors_and_confirms_activation(served: dict[str, An
     expect(page.locator("#km-policy-status")).to_contain_text("Not saved: the policy is invalid")
     _shot(page, "policy_editor.png")
     _set_editor(page, bad.replace("severity: lowish", "severity: low"))
-    expect(errors).to_have_value(re.compile("valid: .* v1.0.1"))
+    expect(errors).to_have_value(re.compile(f"valid: .* v{NEXT}"))
     expect(marks).to_have_count(0)
     expect(page.locator("#km-policy-status")).not_to_contain_text("Not saved")  # the stale message is gone
     page.locator("#km-policy-note textarea, #km-policy-note input").first.fill("wording only")
     page.locator("#km-policy-save").click()
-    expect(page.locator("#km-policy-status")).to_contain_text("Saved policy version 1.0.1")
-    expect(page.locator("#km-policy-history")).to_contain_text("1.0.1")
+    expect(page.locator("#km-policy-status")).to_contain_text(f"Saved policy version {NEXT}")
+    expect(page.locator("#km-policy-history")).to_contain_text(NEXT)
     # The new version is picked; its diff is coloured and names no server path.
     page.locator("#km-policy-diff-btn").click()
     expect(page.locator("#km-diff .km-diff-add").first).to_be_visible()
@@ -515,24 +519,24 @@ def test_policy_editor_marks_errors_and_confirms_activation(served: dict[str, An
     assert str(served["tmp"]) not in page.locator("#km-diff").inner_text()
     # Activation needs a confirmation; nothing changes before it.
     page.locator("#km-policy-activate-btn").click()
-    expect(page.locator("#km-confirm-question")).to_contain_text("Activate policy version 1.0.1")
+    expect(page.locator("#km-confirm-question")).to_contain_text(f"Activate policy version {NEXT}")
     assert _query(db, "SELECT name, status FROM models WHERE kind='policy' ORDER BY id") == [
-        ("1.0.0", "active"), ("1.0.1", "candidate")]  # fmt: skip
+        (BASE, "active"), (NEXT, "candidate")]  # fmt: skip
     page.locator("#km-confirm-yes").click()
-    expect(page.locator("#km-policy-status")).to_contain_text("active policy is now 1.0.1")
+    expect(page.locator("#km-policy-status")).to_contain_text(f"active policy is now {NEXT}")
     expect(page.locator("#km-confirm")).to_be_hidden()
     # Roll back (confirmed): the editor, the validation and the preview show the active version again.
     page.locator("#km-policy-rollback").click()
-    expect(page.locator("#km-confirm-question")).to_contain_text("from 1.0.1 (id 2) to 1.0.0 (id 1)")
+    expect(page.locator("#km-confirm-question")).to_contain_text(f"from {NEXT} (id 2) to {BASE} (id 1)")
     page.locator("#km-confirm-yes").click()
-    expect(page.locator("#km-policy-status")).to_contain_text("Rolled back: the active policy is now 1.0.0")
-    expect(errors).to_have_value(re.compile("valid: .* v1.0.0"))
+    expect(page.locator("#km-policy-status")).to_contain_text(f"Rolled back: the active policy is now {BASE}")
+    expect(errors).to_have_value(re.compile(f"valid: .* v{BASE}"))
     page.locator("#km-policy-editor .cm-scroller").evaluate("s => { s.scrollTop = 0; }")  # lines render lazily
-    expect(page.locator("#km-policy-editor .cm-content")).to_contain_text('version: "1.0.0"')
-    expect(page.locator("#km-prompt-preview textarea")).to_have_value(re.compile("1.0.0"))
+    expect(page.locator("#km-policy-editor .cm-content")).to_contain_text(f'version: "{BASE}"')
+    expect(page.locator("#km-prompt-preview textarea")).to_have_value(re.compile(BASE))
     assert _query(db, "SELECT name, status FROM models WHERE kind='policy' ORDER BY id") == [
-        ("1.0.0", "active"), ("1.0.1", "retired")]  # fmt: skip
-    assert (served["tmp"] / "policies" / "policy.v1.0.1.yaml").is_file()
+        (BASE, "active"), (NEXT, "retired")]  # fmt: skip
+    assert (served["tmp"] / "policies" / f"policy.v{NEXT}.yaml").is_file()
 
 
 # --------------------------------------------------------------------------- evaluation (#14 item 7), API (#14 item 8)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 pytest.importorskip("sqlalchemy")
 
@@ -39,6 +40,9 @@ from kuaimod_open.loop.feedback import (  # noqa: E402
 )
 
 REPO = Path(__file__).resolve().parent.parent
+# Versions in the editor tests: the shipped policy's, and two edits of it (never pinned to a number).
+BASE = yaml.safe_load((REPO / "prompts" / "policy.yaml").read_text(encoding="utf-8"))["version"]
+NEXT, STRICT = f"{BASE}-edit", f"{BASE}-strict"
 VIDEO = REPO / "tests" / "data" / "promo_zh.mp4"
 ADMIN = access.Session("ada", access.Role.ADMIN)
 REVIEWER = access.Session("bob", access.Role.REVIEWER)
@@ -511,23 +515,23 @@ def test_policy_editor_validate_save_history(ctx: h.ReviewContext) -> None:
     assert pe.check_message(text)[1] == "" and pe.check_message(text)[0].startswith("✔ valid")
     with pytest.raises(PolicyError):
         pe.save(ctx, bad, REVIEWER)
-    new_text = text.replace('version: "1.0.0"', 'version: "1.0.1"', 1)
+    new_text = text.replace(f'version: "{BASE}"', f'version: "{NEXT}"', 1)
     art = pe.save(ctx, new_text, REVIEWER, note="tighten wording")
-    assert art.name == "1.0.1" and str(art.status) == "candidate" and Path(art.path).is_file()
+    assert art.name == NEXT and str(art.status) == "candidate" and Path(art.path).is_file()
     with pytest.raises(ConfigError, match="already exists"):
         pe.save(ctx, new_text, REVIEWER)
     history = pe.history_rows(ctx)
-    assert [r[1] for r in history] == ["1.0.1", "1.0.0"] and history[0][4] == "bob"
+    assert [r[1] for r in history] == [NEXT, BASE] and history[0][4] == "bob"
 
 
 def test_diff_is_coloured_and_names_no_server_path(ctx: h.ReviewContext) -> None:
     text = pe.active_text(ctx)
-    art = pe.save(ctx, text.replace('version: "1.0.0"', 'version: "1.0.1"', 1), REVIEWER)
+    art = pe.save(ctx, text.replace(f'version: "{BASE}"', f'version: "{NEXT}"', 1), REVIEWER)
     diff = pe.version_diff(ctx, art.id)
-    assert '-version: "1.0.0"' in diff and '+version: "1.0.1"' in diff
-    assert "--- version 1.0.0 (id 1)" in diff and "+++ version 1.0.1 (id 2)" in diff
+    assert f'-version: "{BASE}"' in diff and f'+version: "{NEXT}"' in diff
+    assert f"--- version {BASE} (id 1)" in diff and f"+++ version {NEXT} (id 2)" in diff
     html = pe.diff_html(diff)
-    for path in (str(ctx.config.policy_versions_dir), "policy.v1.0.1.yaml", str(REPO / "prompts")):
+    for path in (str(ctx.config.policy_versions_dir), f"policy.v{NEXT}.yaml", str(REPO / "prompts")):
         assert path not in html
     assert 'class="km-diff-add" style="background:#dafbe1' in html
     assert 'class="km-diff-del" style="background:#ffebe9' in html and 'class="km-diff-hunk"' in html
@@ -535,23 +539,23 @@ def test_diff_is_coloured_and_names_no_server_path(ctx: h.ReviewContext) -> None
 
 def test_only_admins_activate_and_roll_back_after_confirming(ctx: h.ReviewContext) -> None:
     text = pe.active_text(ctx)
-    art = pe.save(ctx, text.replace('version: "1.0.0"', 'version: "1.0.1"', 1), REVIEWER)
+    art = pe.save(ctx, text.replace(f'version: "{BASE}"', f'version: "{NEXT}"', 1), REVIEWER)
     with pytest.raises(access.AccessError, match="only a policy admin"):
         pe.ask_activate(ctx, REVIEWER, art.id)
     asked = pe.ask_activate(ctx, ADMIN, art.id)
-    assert "Activate policy version 1.0.1 (id 2) (replacing 1.0.0, id 1)?" in asked.question
-    assert ctx.policy()[0].version == "1.0.0"  # asking changes nothing
+    assert f"Activate policy version {NEXT} (id 2) (replacing {BASE}, id 1)?" in asked.question
+    assert ctx.policy()[0].version == BASE  # asking changes nothing
     with pytest.raises(access.AccessError):
         pe.confirm(ctx, REVIEWER, asked)  # a reviewer cannot confirm an admin's question either
     pe.confirm(ctx, ADMIN, asked)
-    assert ctx.policy()[0].version == "1.0.1"
+    assert ctx.policy()[0].version == NEXT
     with pytest.raises(ConfigError, match="changed since you were asked"):
         pe.confirm(ctx, ADMIN, asked)  # a stale confirmation does nothing
     with pytest.raises(access.AccessError):
         pe.ask_rollback(ctx, REVIEWER)
     back = pe.ask_rollback(ctx, ADMIN)
-    assert "from 1.0.1 (id 2) to 1.0.0 (id 1)" in back.question
-    assert pe.confirm(ctx, ADMIN, back).name == "1.0.0" and ctx.policy()[0].version == "1.0.0"
+    assert f"from {NEXT} (id 2) to {BASE} (id 1)" in back.question
+    assert pe.confirm(ctx, ADMIN, back).name == BASE and ctx.policy()[0].version == BASE
     assert pe.active_text(ctx) == text  # what the editor reloads after a rollback
     actions = [(r["actor"], r["action"]) for r in audit_rows(ctx.store)]
     assert actions == [("ada", "policy_rollback"), ("ada", "policy_activate"), ("bob", "policy_save")]
@@ -560,13 +564,13 @@ def test_only_admins_activate_and_roll_back_after_confirming(ctx: h.ReviewContex
 def test_dry_run_comes_as_tables(ctx: h.ReviewContext) -> None:
     text = pe.active_text(ctx)
     assert "no predictor configured" in pe.dry_run(ctx, text, REVIEWER).summary
-    stricter = text.replace('version: "1.0.0"', 'version: "1.1.0"', 1)
+    stricter = text.replace(f'version: "{BASE}"', f'version: "{STRICT}"', 1)
 
     def predict(samples, policy):  # keyword rule: the edited policy is "stricter" on titles with 特价
         out = []
         for s in samples:
             _, v = latest_verdicts(ctx.store)[s.id]
-            if policy.version == "1.1.0" and "特价" in s.title:
+            if policy.version == STRICT and "特价" in s.title:
                 v = v.model_copy(update={"decision": "block", "category": "HYPE_SELLING"})
             out.append(v.model_copy(update={"sample_id": s.id}))
         return out
@@ -575,7 +579,7 @@ def test_dry_run_comes_as_tables(ctx: h.ReviewContext) -> None:
     result = pe.dry_run(ctx, stricter, REVIEWER)
     assert "1 of 9 samples flip" in result.summary and "no human-labelled samples" in result.summary
     assert result.flips == [["demo-01", "", "block / PRIVATE_DEAL", "block / HYPE_SELLING"]]
-    assert result.changes == ["~ *.version: 1.0.0 → 1.1.0"] and result.metrics == []
+    assert result.changes == [f"~ *.version: {BASE} → {STRICT}"] and result.metrics == []
     view = h.item_view(ctx, "demo-02", viewer=REVIEWER)
     h.decide(ctx, REVIEWER, "override", form(view, category="BENIGN", reason_code="other"), showing=view.token)
     labelled = pe.dry_run(ctx, stricter, REVIEWER)

@@ -23,9 +23,11 @@ def test_tiny_model_moderates_a_real_video(policy, template, hf_backend, videos,
     pytest.importorskip("decord")
     config = ModerationConfig(frames=4, frames_dir=tmp_path / "frames", generate=GenerateConfig(max_new_tokens=24))
     (verdict,) = moderate([Sample(id="bikes", video=videos[0], title="骑行日常")], policy, hf_backend, template, config)
-    # random weights: the answer is noise, which must become "unparsed" and go to a human
-    assert verdict.status is ParseStatus.UNPARSED and verdict.decision is Decision.REVIEW
-    assert verdict.raw_output and verdict.output_tokens and 0 < verdict.output_tokens <= 24
+    # random weights: the answer is noise that runs to max_new_tokens (cut off: an error) or ends unreadable;
+    # either way a human looks at it
+    assert verdict.decision is Decision.REVIEW
+    assert verdict.status is ParseStatus.UNPARSED or "truncated_answer" in verdict.flags
+    assert verdict.raw_output
     assert verdict.input_tokens > 100  # the frames were really packed into the prompt
     assert verdict.provenance.model == hf_backend.model_id
     assert len(verdict.provenance.frame_timestamps) == 5 and verdict.provenance.frame_timestamps[0] == 0.0
@@ -132,8 +134,131 @@ def test_qwen2_5_vl_and_qwen3_vl_run_the_same_path(arch, patch, model_class, pol
     verdicts = list(moderate(samples, policy, backend, template, config))
     assert [v.sample_id for v in verdicts] == ["bikes", "car"]
     for v in verdicts:
-        assert v.error is None and v.output_tokens and v.input_tokens > 50  # frames were packed
+        assert v.error is None or "truncated_answer" in v.flags  # random tokens rarely end their turn
+        assert v.output_tokens and v.input_tokens > 50  # frames were packed
         assert v.decision is Decision.REVIEW  # random weights: never an automatic action
         assert len(v.provenance.frame_timestamps) == 4
     (text_only,) = backend.generate(_requests(policy, template, [Sample(id="t", title="标题")]), config.generate)
     assert text_only.error is None and text_only.token_logprobs
+
+
+# --------------------------------------------------------------------------- issue #18
+
+
+def _stub_generate(backend, answer: str, monkeypatch, *, end: bool):
+    """Make the real model's generate return ``answer`` (then an end token or not), padded to the limit."""
+    import torch
+
+    tokenizer = backend.processor.tokenizer
+    real = backend.model.generate
+
+    def generate(**kwargs):
+        out = real(**{**kwargs, "max_new_tokens": 1})
+        prompt = kwargs["input_ids"]
+        ids = tokenizer.encode(answer, add_special_tokens=False)[: kwargs["max_new_tokens"] - 1]
+        if end:
+            ids.append(tokenizer.convert_tokens_to_ids("<|im_end|>"))
+        else:
+            filler = tokenizer.encode(" 继续分析", add_special_tokens=False)
+            while len(ids) < kwargs["max_new_tokens"]:
+                ids.extend(filler)
+            ids = ids[: kwargs["max_new_tokens"]]
+        new = torch.tensor([ids] * prompt.shape[0], dtype=prompt.dtype)
+        out.sequences = torch.cat([prompt, new], dim=1)
+        return out
+
+    monkeypatch.setattr(backend.model, "generate", generate)
+
+
+def test_a_reasoning_cut_off_at_max_new_tokens_never_blocks(policy, template, hf_backend, monkeypatch):
+    # The unfinished chain of thought has a label line; parsed, it would block. Cut off, it is an error
+    # verdict for a person, exactly like the openai backend's finish_reason=length.
+    unfinished = "### 3. Interim check\n类别：辱骂、引战、宣扬仇恨\n这一点还需要结合画面"
+    _stub_generate(hf_backend, unfinished, monkeypatch, end=False)
+    config = ModerationConfig(generate=GenerateConfig(max_new_tokens=40))
+    (verdict,) = moderate([Sample(id="x", title="t")], policy, hf_backend, template, config)
+    assert (verdict.status, verdict.decision) == (ParseStatus.ERROR, Decision.REVIEW)
+    assert "truncated_answer" in verdict.flags and "max_new_tokens=40" in verdict.error
+    assert verdict.raw_output.startswith("### 3. Interim check")
+
+
+def test_an_answer_that_ends_its_turn_is_parsed(policy, template, hf_backend, monkeypatch):
+    from helpers import verdict_json
+
+    _stub_generate(hf_backend, verdict_json("HATE"), monkeypatch, end=True)
+    config = ModerationConfig(generate=GenerateConfig(max_new_tokens=400))
+    (verdict,) = moderate([Sample(id="x", title="t")], policy, hf_backend, template, config)
+    assert (verdict.status, verdict.category, verdict.decision) == (ParseStatus.OK, "HATE", Decision.BLOCK)
+
+
+def test_token_logprobs_are_the_models_own_under_qwen25_sampling_defaults(policy, template, hf_backend, frame_images):
+    # The tiny checkpoint carries Qwen2.5-VL's published generation config (top_k=1, top_p=0.001,
+    # temperature 0.1, repetition penalty 1.05). Log-probs read from the processed scores came out 0.0
+    # for every sampled token; they must be the model's raw log-softmax, which a teacher-forced forward
+    # pass over the same tokens reproduces.
+    import torch
+
+    from kuaimod_open.ingest.sample import Frame
+
+    gen_config = hf_backend.model.generation_config
+    assert (gen_config.top_k, gen_config.top_p, gen_config.repetition_penalty) == (1, 0.001, 1.05)
+    sample = Sample(id="x", frames=(Frame(path=frame_images[0]),), title="扫码加微信")
+    (request,) = _requests(policy, template, [sample])
+    captured = {}
+    real = hf_backend.model.generate
+
+    def spy(**kwargs):
+        captured["kwargs"] = kwargs
+        captured["out"] = out = real(**kwargs)
+        return out
+
+    hf_backend.model.generate = spy
+    try:
+        (gen,) = hf_backend.generate([request], GenerateConfig(max_new_tokens=10, temperature=0.7, logprobs=True))
+    finally:
+        del hf_backend.model.generate
+    # bounded memory: no per-step (batch, vocab) tensors kept by generate
+    assert not captured["kwargs"].get("output_scores") and not captured["kwargs"].get("output_logits")
+    reported = [lp for _, lp in gen.token_logprobs]
+    assert reported and max(reported) < -1e-3, "log-probs of the processed (top_k=1) scores are all 0.0"
+
+    inputs = {k: v for k, v in captured["kwargs"].items() if isinstance(v, torch.Tensor)}
+    sequence = captured["out"].sequences
+    prompt_len = inputs["input_ids"].shape[1]
+    new_tokens = sequence.shape[1] - prompt_len
+    token_types = torch.cat([inputs["mm_token_type_ids"], inputs["mm_token_type_ids"].new_zeros(1, new_tokens)], 1)
+    with torch.inference_mode():
+        logits = hf_backend.model(
+            input_ids=sequence,
+            attention_mask=torch.ones_like(sequence),
+            mm_token_type_ids=token_types,
+            pixel_values=inputs["pixel_values"],
+            image_grid_thw=inputs["image_grid_thw"],
+        ).logits
+    steps = torch.log_softmax(logits[0, prompt_len - 1 : -1].float(), dim=-1)
+    expected = steps.gather(-1, sequence[0, prompt_len:, None]).squeeze(-1).tolist()
+    end = hf_backend._end_tokens() | {hf_backend.processor.tokenizer.pad_token_id}
+    expected = [lp for t, lp in zip(sequence[0, prompt_len:].tolist(), expected, strict=True) if t not in end]
+    assert reported == pytest.approx(expected, abs=1e-4)
+
+
+def test_auto_device_loads_with_a_device_map(tiny_model, monkeypatch):
+    # device_map="auto" spreads a teacher over every GPU (and CPU memory): > 35B models load at all.
+    # (On a CPU-only machine accelerate puts everything on the CPU, so the call itself is checked.)
+    import transformers
+
+    from kuaimod_open.judge.backends.hf import HFBackend
+
+    loads: list[dict] = []
+    real = transformers.AutoModelForImageTextToText.from_pretrained
+
+    def spy(*args, **kwargs):
+        loads.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(transformers.AutoModelForImageTextToText, "from_pretrained", spy)
+    backend = HFBackend(str(tiny_model), device="auto")
+    assert loads[-1].get("device_map") == "auto"
+    assert backend.device == str(backend.model.device)
+    HFBackend(str(tiny_model), device="cpu")  # an explicit device puts the whole model there
+    assert "device_map" not in loads[-1]

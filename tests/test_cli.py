@@ -60,7 +60,8 @@ def test_moderate_a_real_video_with_the_tiny_model(tiny_model, videos, tmp_path)
     assert result.exit_code == 0, result.output
     lines = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
     assert sorted(x["sample_id"] for x in lines) == ["bikes", "carphone_pristine"]
-    assert all(x["decision"] == "review" and x["status"] == "unparsed" for x in lines)
+    assert all(x["decision"] == "review" for x in lines)
+    assert all(x["status"] == "unparsed" or "truncated_answer" in x["flags"] for x in lines)
     assert all(len(x["provenance"]["frame_timestamps"]) == 5 for x in lines)
     assert "2 verdicts written" in result.output and "review=2" in result.output
     # frames were kept next to the output for reviewers

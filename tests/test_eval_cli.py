@@ -107,7 +107,8 @@ def test_eval_runs_the_tiny_model_and_writes_the_report(tiny_model, bench, tmp_p
     assert report["n"] == 4 and report["text_only"] is False
     assert report["config"]["model"] == str(tiny_model)
     assert report["provenance"]["model"] == [str(tiny_model)]
-    assert report["strict_binary"]["answered"] + report["statuses"].get("unparsed", 0) == 4
+    unanswered = report["statuses"].get("unparsed", 0) + report["statuses"].get("error", 0)
+    assert report["strict_binary"]["answered"] + unanswered == 4
     verdicts = [json.loads(x) for x in (report_dir / "verdicts.jsonl").read_text(encoding="utf-8").splitlines()]
     with_frames = {v["sample_id"]: len(v["provenance"]["frame_timestamps"]) for v in verdicts}
     assert with_frames == {"a1": 2, "a2": 1, "a3": 0, "a4": 0}
@@ -184,7 +185,7 @@ def test_eval_of_an_existing_verdict_file(policy, bench, tmp_path):
 def test_policy_diff_cli_with_the_tiny_model(tiny_model, bench, tmp_path):
     new = tmp_path / "new.yaml"
     new.write_text(
-        (REPO / "prompts" / "policy.yaml").read_text(encoding="utf-8").replace('version: "1.0.0"', 'version: "1.0.1"'),
+        (REPO / "prompts" / "policy.yaml").read_text(encoding="utf-8").replace('version: "1.1.0"', 'version: "1.1.1"'),
         encoding="utf-8",
     )
     result = CliRunner().invoke(
@@ -207,6 +208,6 @@ def test_policy_diff_cli_with_the_tiny_model(tiny_model, bench, tmp_path):
         ],
     )
     assert result.exit_code == 0, result.output
-    assert "policy 1.0.0" in result.output and "~ *.version: 1.0.0 -> 1.0.1" in result.output
+    assert "policy 1.1.0" in result.output and "~ *.version: 1.1.0 -> 1.1.1" in result.output
     diff = json.loads((tmp_path / "diff.json").read_text(encoding="utf-8"))
     assert diff["n"] == 4 and diff["flips"] == []  # greedy decoding: same answers, nothing flips

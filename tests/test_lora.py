@@ -145,7 +145,7 @@ def test_update_lora_end_to_end_on_the_tiny_model(loop, student, tmp_path):
 
     store, policy, teacher, train_ids, held_ids, benchmark = loop
     template = load_template()
-    train = LoraTrainConfig(steps=2, dpo_steps=1, learning_rate=5e-3, rank=4, batch_size=2, grad_accum=1, device="cpu")
+    train = LoraTrainConfig(epochs=1, learning_rate=5e-3, rank=4, batch_size=2, grad_accum=1, device="cpu")
     run = dict(
         policy=policy,
         template=template,
@@ -218,10 +218,99 @@ def test_cli_update_lora_without_usable_chains_advances_the_watermark(loop, tiny
     args = ["update", "lora", "--db", store.url, "--policy", str(policy), "--model", str(tiny_model)]
     # The random tiny model as teacher writes garbage: every chain fails CoT2Tag and nothing is trained.
     args += ["--teacher-backend", "hf", "--teacher-model", str(tiny_model), "--device", "cpu"]
-    args += ["--out", str(tmp_path / "adapters"), "--max-new-tokens", "4", "--steps", "1"]
+    args += ["--out", str(tmp_path / "adapters"), "--max-new-tokens", "4", "--epochs", "1"]
     first = CliRunner().invoke(cli, args)
     assert first.exit_code == 0, first.output
     assert "4 training cases" in first.output and "no adapter trained" in first.output
     assert store.watermark("lora") == 5 and history(store, "adapter") == []
     second = CliRunner().invoke(cli, args)
     assert second.exit_code == 0 and "nothing to do" in second.output
+
+
+# --------------------------------------------------------------------------- issue #18: length, max_length, versions
+
+
+def test_training_length_is_in_epochs_with_a_step_cap():
+    from kuaimod_open.loop.updaters.lora_train import LoraTrainConfig, plan_steps
+
+    config = LoraTrainConfig(batch_size=1, grad_accum=8)  # the README recipe's batch
+    assert config.epochs == 2.0 and config.max_steps == 1000  # the documented defaults
+    # ~30 pairs: 4 steps an epoch, 8 steps (the old fixed 200 steps were ~53 epochs)
+    assert plan_steps(30, config.epochs, config) == (8, 2.0)
+    # thousands of chains are all seen, up to the safety cap
+    assert plan_steps(3000, 2.0, config) == (750, 2.0)
+    assert plan_steps(5000, 2.0, config) == (1000, 1.6)
+    assert plan_steps(3, 1.0, LoraTrainConfig(batch_size=2, grad_accum=1)) == (2, 1.0)  # a short last batch counts
+    assert plan_steps(0, 2.0, config) == (0, 0.0)
+
+
+def test_lora_cli_takes_epochs_not_steps():
+    from click.testing import CliRunner
+
+    from kuaimod_open.cli import cli
+
+    help_text = CliRunner().invoke(cli, ["update", "lora", "--help"]).output
+    assert "--epochs" in help_text and "--max-steps" in help_text and "--steps " not in help_text
+
+
+def test_version_floors_are_the_tested_versions():
+    import tomllib
+    from importlib.metadata import version
+
+    from packaging.version import Version
+
+    from kuaimod_open.errors import ConfigError
+    from kuaimod_open.loop.updaters.lora_train import TESTED_VERSIONS, check_versions
+
+    pyproject = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text(encoding="utf-8"))
+    floors = dict(spec.split(">=") for spec in pyproject["project"]["optional-dependencies"]["train"])
+    for name, tested in TESTED_VERSIONS.items():
+        assert Version(floors[name]) == Version(tested), f"pyproject floor of {name} is not the tested version"
+        assert Version(version(name)) >= Version(tested)
+    check_versions()  # what is installed here passes
+    with pytest.raises(ConfigError, match=r"trl 0\.12\.0 is installed.*trl>=1\.16"):
+        check_versions({"trl": "0.12.0"})
+
+
+@pytest.mark.hf
+def test_max_length_skips_whole_examples_and_never_cuts_images_or_answers(tiny_model, frame_images, tmp_path):
+    # Two chains with the same text; one also has two frames, whose image tokens take it past max_length.
+    # Truncating after prompt and answer are joined would cut the answer (or the image placeholders); the
+    # example is skipped and counted instead.
+    pytest.importorskip("trl")
+    import transformers
+
+    from kuaimod_open.errors import ConfigError
+    from kuaimod_open.loop.updaters.lora_train import LoraTrainConfig, _conversation, _token_length, train_lora
+    from kuaimod_open.loop.updaters.tag2cot import Case, Chain
+
+    policy_path = tmp_path / "policy.yaml"
+    policy_path.write_text(SMALL_POLICY, encoding="utf-8")
+    policy, template = load_policy(policy_path), load_template()
+    frames = tuple(Frame(path=p, timestamp=float(i)) for i, p in enumerate(frame_images[:2]))
+    answer = verdict_json("PRIVATE_DEAL")
+    chains = []
+    for sid, sample_frames in (("text", ()), ("frames", frames)):
+        sample = Sample(id=sid, title="加我V信 便宜出", frames=sample_frames)
+        case = Case(sample=sample, code="PRIVATE_DEAL", reason="r", feedback_id=1)
+        chains.append(Chain(case=case, messages=build_messages(sample, policy, template), answer=answer))
+
+    processor = transformers.AutoProcessor.from_pretrained(tiny_model)
+    config = LoraTrainConfig(epochs=1, rank=2, batch_size=1, grad_accum=1, device="cpu")
+    from qwen_vl_utils import fetch_image
+
+    def load(path):
+        element = {"image": str(path), "min_pixels": config.min_pixels, "max_pixels": config.max_pixels}
+        return fetch_image(element, image_patch_size=14)
+
+    lengths = [_token_length(processor, p + [{"role": "assistant", "content": [{"type": "text", "text": answer}]}], i)
+               for p, i in (_conversation(c.messages, load) for c in chains)]  # fmt: skip
+    assert lengths[1] > lengths[0] + 100  # the frames' image tokens are counted
+    limit = (lengths[0] + lengths[1]) // 2
+    result = train_lora(
+        str(tiny_model), chains, [], tmp_path / "adapter", config.model_copy(update={"max_length": limit})
+    )
+    assert (result.sft_examples, result.skipped_too_long, result.longest_tokens) == (1, 1, lengths[1])
+    assert result.sft_steps == 1 and len(result.sft_losses) == 1
+    with pytest.raises(ConfigError, match="longer than --max-length"):
+        train_lora(str(tiny_model), chains, [], tmp_path / "a2", config.model_copy(update={"max_length": 64}))

@@ -230,7 +230,8 @@ def test_kuaimod_serve_command_answers(tiny_model, tmp_path):
                 time.sleep(0.3)
             assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
         status, verdict = call(f"{base}/v1/moderate", {"id": "x", "title": "扫码加微信"})
-        assert status == 200 and verdict["decision"] == "review" and verdict["status"] == "unparsed"
+        assert status == 200 and verdict["decision"] == "review"
+        assert verdict["status"] == "unparsed" or "truncated_answer" in verdict["flags"]
         assert verdict["provenance"]["model"] == str(tiny_model)
     finally:
         proc.terminate()

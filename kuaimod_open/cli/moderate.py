@@ -334,7 +334,8 @@ def backend_spec(
         return BackendSpec("hf", {**options, "device": device, "dtype": dtype})
     if not model:
         raise ConfigError("--backend openai needs --model (the model name the server serves)")
-    return BackendSpec("openai", {"model": model, "base_url": base_url, "api_key": api_key, "concurrency": batch_size})
+    served: dict[str, Any] = {"model": model, "base_url": base_url, "api_key": api_key, "concurrency": batch_size}
+    return BackendSpec("openai", {**served, "adapter": str(adapter) if adapter else None})
 
 
 def store_hooks(store: Any, policy: Any, precedents_k: int) -> dict[str, Any]:
@@ -390,14 +391,28 @@ def print_summary(summary: RunSummary, out: Path) -> None:
     show_default=True,
     help="Which Qwen-VL family's transformers classes to build.",
 )
-def tiny_model_cmd(out_dir: Path, seed: int, arch: str) -> None:
+@click.option(
+    "--model-vocab",
+    type=click.IntRange(1),
+    default=None,
+    help="Embedding rows, e.g. 151936 as in Qwen2.5-VL (~80 MB) [default: the tiny tokenizer's ~1k].",
+)
+@click.option(
+    "--bare-generation-config",
+    is_flag=True,
+    help="No sampling or penalty fields (default: Qwen2.5-VL's published top_k/top_p/temperature/penalty).",
+)
+def tiny_model_cmd(out_dir: Path, seed: int, arch: str, model_vocab: int | None, bare_generation_config: bool) -> None:
     """Build a tiny random Qwen-VL checkpoint in OUT_DIR (offline, ~1 MB) for smoke tests.
 
-    Its answers are random tokens, so its verdicts are 'unparsed' and go to review.
+    It mimics a real checkpoint where the code depends on it: Qwen2.5-VL's published generation config,
+    the real processors' pixel budget, the real chat template's shape. Its answers are random tokens,
+    so its verdicts go to review ('unparsed', or an error when the noise runs to --max-new-tokens).
     """
     from kuaimod_open.judge.backends.tiny import build_tiny_qwen_vl
 
-    path = build_tiny_qwen_vl(out_dir, arch=arch, seed=seed)
+    generation: dict[str, Any] | None = {} if bare_generation_config else None
+    path = build_tiny_qwen_vl(out_dir, arch=arch, seed=seed, model_vocab=model_vocab, generation=generation)
     click.echo(f"tiny {arch} written to {path}; use it with: kuaimod moderate VIDEO --model {path}")
 
 

@@ -51,7 +51,13 @@ def backend_options(func: F) -> F:
             default=None,
             help=f"Hub id or local directory [hf default: {DEFAULT_HF_MODEL}]; served model name for --backend openai.",
         ),
-        click.option("--adapter", type=click.Path(path_type=Path), default=None, help="LoRA adapter directory (hf)."),
+        click.option(
+            "--adapter",
+            type=click.Path(path_type=Path),
+            default=None,
+            help="LoRA adapter: a directory (hf); for openai the server's LoRA module name (vLLM --lora-modules "
+            "NAME=DIR), or its directory, whose folder name is the NAME.",
+        ),
         click.option("--device", default="auto", show_default=True, help="hf: cuda, cuda:1, cpu or auto."),
         click.option("--dtype", default="auto", show_default=True, help="hf: bfloat16, float16, float32 or auto."),
         click.option(
@@ -130,7 +136,14 @@ def build_backend(
     if backend == "openai":
         if not model:
             raise ConfigError("--backend openai needs --model (the model name the server serves)")
-        return get_backend("openai", model=model, base_url=base_url, api_key=api_key, concurrency=batch_size)
+        return get_backend(
+            "openai",
+            model=model,
+            base_url=base_url,
+            api_key=api_key,
+            adapter=str(adapter) if adapter else None,
+            concurrency=batch_size,
+        )
     raise ConfigError(f"unknown backend {backend}")
 
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 
+from kuaimod_open.cli.confidence import confidence_options, generate_config
 from kuaimod_open.cli.options import F, backend_options, build_backend, load_policy_and_template, policy_options
 from kuaimod_open.ingest.benchmark import load_benchmark
 from kuaimod_open.ingest.sample import Sample
-from kuaimod_open.judge.backends.base import GenerateConfig
 from kuaimod_open.judge.flags import Flag
 from kuaimod_open.judge.pipeline import ModerationConfig
 from kuaimod_open.judge.policy import default_policy_path, load_policy
@@ -135,6 +135,7 @@ def train_router_cmd(
 )
 @policy_options
 @backend_options
+@confidence_options
 def cascade_cmd(
     data: Path,
     router: Path,
@@ -154,6 +155,8 @@ def cascade_cmd(
     api_key: str | None,
     batch_size: int,
     max_new_tokens: int,
+    logprobs: bool,
+    confidence_calibration: Path | None,
 ) -> None:
     """Moderate KuaiMod-format rows with the router first; only unclear videos reach the VLM.
 
@@ -173,10 +176,11 @@ def cascade_cmd(
     vlm_backend = None
     moderation = None
     if vlm:
+        # Log-probabilities only when asked for (--logprobs, or a calibration that needs them), as in moderate.
+        generate, calibration = generate_config(max_new_tokens, batch_size, logprobs, confidence_calibration)
         vlm_backend = build_backend(backend, model, adapter, device, dtype, base_url, api_key, batch_size)
         moderation = ModerationConfig(
-            frames_dir=out.with_name(out.name + ".frames"),
-            generate=GenerateConfig(max_new_tokens=max_new_tokens, batch_size=batch_size, logprobs=True),
+            frames_dir=out.with_name(out.name + ".frames"), generate=generate, confidence_calibration=calibration
         )
     verdicts = run_cascade(
         samples,

@@ -199,7 +199,28 @@ def serve_cmd(
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @click.option("--fail-first", type=click.IntRange(0), default=0, help="Answer the first N completions with 503.")
-def openai_server_cmd(model: str, served_name: str | None, device: str, host: str, port: int, fail_first: int) -> None:
+@click.option(
+    "--lora-modules",
+    multiple=True,
+    metavar="NAME=DIR",
+    help="Serve a LoRA adapter under NAME (repeatable), like vLLM's --enable-lora --lora-modules.",
+)
+@click.option(
+    "--latency",
+    default=None,
+    metavar="LOW:HIGH",
+    help="Delay each answer by LOW..HIGH seconds (fixed per request, slept concurrently), e.g. 0.2:1.0.",
+)
+def openai_server_cmd(
+    model: str,
+    served_name: str | None,
+    device: str,
+    host: str,
+    port: int,
+    fail_first: int,
+    lora_modules: tuple[str, ...],
+    latency: str | None,
+) -> None:
     """Serve a local checkpoint (e.g. the tiny model) as an OpenAI-compatible endpoint, for tests.
 
     \b
@@ -207,9 +228,29 @@ def openai_server_cmd(model: str, served_name: str | None, device: str, host: st
       kuaimod tiny-model /tmp/tiny && kuaimod openai-server /tmp/tiny --port 8000 &
       kuaimod moderate clips/ --backend openai --model /tmp/tiny --base-url http://127.0.0.1:8000/v1
     """
-    from kuaimod_open.judge.backends import get_backend
+    from kuaimod_open.errors import ConfigError
+    from kuaimod_open.judge.backends import Backend, get_backend
     from kuaimod_open.serving.openai_compat import create_openai_app
 
+    delay = None
+    if latency is not None:
+        try:
+            low, high = (float(x) for x in latency.split(":"))
+        except ValueError:
+            raise ConfigError(f"--latency {latency!r}: write LOW:HIGH in seconds, e.g. 0.2:1.0") from None
+        if not 0 <= low <= high:
+            raise ConfigError(f"--latency {latency!r}: need 0 <= LOW <= HIGH")
+        delay = (low, high)
+    modules: dict[str, str] = {}
+    for spec in lora_modules:
+        name, sep, folder = spec.partition("=")
+        if not sep or not name or not folder:
+            raise ConfigError(f"--lora-modules {spec!r}: write NAME=DIR")
+        modules[name] = folder
     backend = get_backend("hf", model=model, device=device)
+    adapters: dict[str, Backend] = {
+        name: get_backend("hf", model=model, adapter=folder, device=device) for name, folder in modules.items()
+    }
     uvicorn = require("uvicorn", extra="serve", purpose="the OpenAI-compatible test server")
-    uvicorn.run(create_openai_app(backend, served_name, fail_first=fail_first), host=host, port=port)
+    app = create_openai_app(backend, served_name, fail_first=fail_first, adapters=adapters, latency=delay)
+    uvicorn.run(app, host=host, port=port)

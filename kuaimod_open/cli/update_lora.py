@@ -39,13 +39,31 @@ def _summary(losses: list[float]) -> str:
     show_default=True,
     help="Folder that receives one sub-folder per trained adapter.",
 )
-@click.option("--steps", type=click.IntRange(1), default=60, show_default=True, help="SFT optimizer steps.")
-@click.option("--dpo-steps", type=click.IntRange(0), default=None, help="DPO steps [default: --steps; 0 skips DPO].")
+@click.option(
+    "--epochs",
+    type=click.FloatRange(0, min_open=True),
+    default=2.0,
+    show_default=True,
+    help="SFT passes over the kept chains (the step count follows the data size).",
+)
+@click.option("--dpo-epochs", type=click.FloatRange(0), default=None, help="DPO passes [default: --epochs; 0 skips].")
+@click.option(
+    "--max-steps",
+    type=click.IntRange(1),
+    default=1000,
+    show_default=True,
+    help="Safety cap on optimizer steps per stage (SFT, DPO).",
+)
 @click.option("--lr", type=float, default=1e-4, show_default=True, help="SFT learning rate (DPO uses half).")
 @click.option("--rank", type=click.IntRange(1), default=16, show_default=True, help="LoRA rank.")
 @click.option("--batch-size", type=click.IntRange(1), default=1, show_default=True, help="Training batch per device.")
 @click.option("--grad-accum", type=click.IntRange(1), default=4, show_default=True, help="Gradient accumulation.")
-@click.option("--max-length", type=click.IntRange(64), default=None, help="Truncate longer training examples.")
+@click.option(
+    "--max-length",
+    type=click.IntRange(64),
+    default=None,
+    help="Skip (and count) examples longer than this many tokens, frames included; never truncates.",
+)
 @click.option(
     "--benchmark",
     "--data",
@@ -55,6 +73,12 @@ def _summary(losses: list[float]) -> str:
 )
 @click.option("--frames-root", type=click.Path(file_okay=False, path_type=Path), default=None)
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda or auto (training and gate).")
+@click.option(
+    "--teacher-device",
+    default="auto",
+    show_default=True,
+    help="hf teacher: auto spreads it over every visible GPU (device_map), so large teachers load; or cpu/cuda.",
+)
 @click.option("--dtype", default="auto", show_default=True, help="bfloat16, float16, float32 or auto.")
 @store_policy_option
 @click.option("--template", type=click.Path(dir_okay=False, path_type=Path), default=None)
@@ -71,8 +95,9 @@ def lora_cmd(
     base_url: str | None,
     api_key: str | None,
     out: Path,
-    steps: int,
-    dpo_steps: int | None,
+    epochs: float,
+    dpo_epochs: float | None,
+    max_steps: int,
     lr: float,
     rank: int,
     batch_size: int,
@@ -81,6 +106,7 @@ def lora_cmd(
     benchmark: str | None,
     frames_root: Path | None,
     device: str,
+    teacher_device: str,
     dtype: str,
     policy: Path | None,
     template: Path | None,
@@ -109,8 +135,9 @@ def lora_cmd(
     moderation_template = load_template(template)
     tag2cot = load_tag2cot_template(tag2cot_template)
     train = LoraTrainConfig(
-        steps=steps,
-        dpo_steps=dpo_steps,
+        epochs=epochs,
+        dpo_epochs=dpo_epochs,
+        max_steps=max_steps,
         learning_rate=lr,
         rank=rank,
         batch_size=batch_size,
@@ -129,7 +156,11 @@ def lora_cmd(
 
     def teacher() -> Backend:
         # Built only when there is new work: a cron run with nothing new never loads the teacher.
-        return build_backend(teacher_backend, teacher_model, None, device, dtype, base_url, api_key, gen_batch_size)
+        # The hf teacher is loaded here and freed before training; a served teacher must run on another GPU
+        # (or be stopped before this command trains): see the README's LoRA recipe.
+        return build_backend(
+            teacher_backend, teacher_model, None, teacher_device, dtype, base_url, api_key, gen_batch_size
+        )
 
     result = update_lora(
         store,
@@ -155,9 +186,15 @@ def lora_cmd(
     if result.meta is not None and result.adapter is not None:
         r = result.meta.result
         click.echo(
-            f"train: SFT {len(r.sft_losses)} steps, {_summary(r.sft_losses)}; DPO {len(r.dpo_losses)} steps, "
+            f"train: SFT {len(r.sft_losses)} steps ({r.sft_epochs} epochs of {r.sft_examples} chains), "
+            f"{_summary(r.sft_losses)}; DPO {len(r.dpo_losses)} steps ({r.dpo_epochs} epochs of {r.dpo_pairs} pairs), "
             f"{_summary(r.dpo_losses)} ({r.device}, {r.seconds:.1f} s)"
         )
+        if r.skipped_too_long:
+            click.echo(
+                f"train: {r.skipped_too_long} examples longer than --max-length {max_length} tokens were skipped "
+                f"(longest: {r.longest_tokens})"
+            )
         click.echo(f"adapter: {result.adapter.path} [{result.adapter.status}]")
     click.echo(result.message)
     click.echo(f"watermark lora = {result.watermark}")

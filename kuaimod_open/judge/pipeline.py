@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -24,7 +25,7 @@ from kuaimod_open.ingest.frames import sample_frames_keyed
 from kuaimod_open.ingest.keys import sample_key
 from kuaimod_open.ingest.pdq import HashConfig
 from kuaimod_open.ingest.sample import DEFAULT_FRAMES, DEFAULT_MAX_SIDE, Sample, SamplingMode
-from kuaimod_open.judge.backends.base import Backend, GenerateConfig, Request
+from kuaimod_open.judge.backends.base import Backend, GenerateConfig, Generation, Request, WindowedBackend
 from kuaimod_open.judge.confidence import ConfidenceCalibration, category_confidence
 from kuaimod_open.judge.flags import Flag
 from kuaimod_open.judge.injection import detect, flags_for
@@ -128,12 +129,103 @@ def moderate(
     """Judge every sample; yields exactly one verdict per sample, in input order.
 
     A sample whose video cannot be read, or whose generation failed, yields an error verdict
-    (decision = review) and the run goes on.
+    (decision = review) and the run goes on. ``samples`` is read lazily: a backend that takes one
+    request at a time (:class:`WindowedBackend`, e.g. ``openai``) gets a sliding window of requests
+    in flight over the whole stream; others get batches of ``generate.batch_size``.
     """
     config = config or ModerationConfig()
+    if isinstance(backend, WindowedBackend):
+        yield from _moderate_windowed(samples, policy, backend, template, config, precedents)
+        return
     iterator = iter(samples)
     while batch := list(islice(iterator, max(1, config.generate.batch_size))):
         yield from _moderate_batch(batch, policy, backend, template, config, precedents)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """A prepared sample waiting for the model's answer."""
+
+    sample: Sample
+    provenance: Provenance
+    request: Request
+    injection: list[str]
+    precedent_ids: list[str]
+
+
+def _start(
+    raw: Sample,
+    policy: Policy,
+    backend: Backend,
+    template: Template,
+    config: ModerationConfig,
+    precedents: PrecedentLookup | None,
+) -> _Job | Verdict:
+    """Prepare a sample and render its prompt; an expected per-item failure is its error verdict at once."""
+    try:
+        sample = prepare(raw, config)
+        injection = flags_for(detect(sample))
+        shown = precedents(sample) if precedents else ""
+        shown_ids: list[str] = []
+        if not isinstance(shown, str):
+            shown_ids = list(shown.ids)
+            shown = shown.text
+        messages = build_messages(sample, policy, template, precedents=shown, limits=config.limits)
+    except KuaimodError as exc:  # expected per-item failures: unreadable video, missing dependency...
+        prov = provenance_for(raw, policy, template, backend, config)
+        return error_verdict(raw.id, str(exc), prov, stage=Stage.PIPELINE)
+    prov = provenance_for(sample, policy, template, backend, config)
+    return _Job(sample, prov, Request(sample.id, messages), injection, shown_ids)
+
+
+def _finish(job: _Job, gen: Generation, policy: Policy, config: ModerationConfig) -> Verdict:
+    """The verdict of one answered job."""
+    sample, prov = job.sample, job.provenance
+    if gen.error is not None:
+        verdict = error_verdict(sample.id, gen.error, prov)
+    elif gen.truncated:
+        verdict = truncated_verdict(sample.id, gen.text, config.generate.max_new_tokens, prov)
+    else:
+        verdict = parse_verdict(gen.text, policy, sample, prov)
+    if job.injection:
+        # Text that tries to steer the judge is evidence of manipulation: a human decides.
+        verdict = verdict.model_copy(update={"decision": Decision.REVIEW, "flags": [*verdict.flags, *job.injection]})
+    token_confidence = category_confidence(gen.token_logprobs, gen.text, verdict)
+    calibration = config.confidence_calibration
+    calibrated = calibration.apply(token_confidence) if calibration else None
+    too_unsure = calibrated is not None and calibrated < policy.min_confidence
+    if too_unsure and verdict.decision is not Decision.REVIEW:
+        # A measured probability of being right below the policy's bar outranks the number the
+        # model wrote about itself: a person decides.
+        verdict = verdict.model_copy(
+            update={"decision": Decision.REVIEW, "flags": [*verdict.flags, Flag.LOW_CALIBRATED_CONFIDENCE]}
+        )
+    return verdict.model_copy(
+        update={
+            "latency_s": gen.latency_s,
+            "input_tokens": gen.input_tokens,
+            "output_tokens": gen.output_tokens,
+            "precedents": job.precedent_ids,
+            "token_confidence": token_confidence,
+            "calibrated_confidence": calibrated,
+        }
+    )
+
+
+def truncated_verdict(sample_id: str, text: str, max_new_tokens: int, provenance: Provenance) -> Verdict:
+    """A verdict for an answer cut off at ``max_new_tokens``: an error, decision review, the text kept for a person.
+
+    An unfinished chain of thought is never parsed: a line like "candidate category: HATE" in the middle
+    of the reasoning is not a conclusion, and a half-written JSON object is not a verdict.
+    """
+    verdict = error_verdict(
+        sample_id,
+        f"the answer hit max_new_tokens={max_new_tokens} before it ended; raise --max-new-tokens",
+        provenance,
+    )
+    return verdict.model_copy(
+        update={"flags": [*verdict.flags, Flag.TRUNCATED_ANSWER], "raw_output": text, "rationale": text.strip()}
+    )
 
 
 def _moderate_batch(
@@ -144,62 +236,73 @@ def _moderate_batch(
     config: ModerationConfig,
     precedents: PrecedentLookup | None,
 ) -> list[Verdict]:
-    results: list[Verdict | None] = [None] * len(batch)
-    ready: list[tuple[int, Sample, Provenance, Request]] = []
-    shown_ids: dict[int, list[str]] = {}
-    injection: dict[int, list[str]] = {}
-    for i, raw in enumerate(batch):
-        try:
-            sample = prepare(raw, config)
-            injection[i] = flags_for(detect(sample))
-            shown = precedents(sample) if precedents else ""
-            if not isinstance(shown, str):
-                shown_ids[i] = list(shown.ids)
-                shown = shown.text
-            messages = build_messages(sample, policy, template, precedents=shown, limits=config.limits)
-        except KuaimodError as exc:  # expected per-item failures: unreadable video, missing dependency...
-            prov = provenance_for(raw, policy, template, backend, config)
-            results[i] = error_verdict(raw.id, str(exc), prov, stage=Stage.PIPELINE)
-            continue
-        prov = provenance_for(sample, policy, template, backend, config)
-        ready.append((i, sample, prov, Request(sample.id, messages)))
-    if ready:
-        generations = backend.generate([r for *_, r in ready], config.generate)
-        if len(generations) != len(ready):
+    started = [_start(raw, policy, backend, template, config, precedents) for raw in batch]
+    jobs = [s for s in started if isinstance(s, _Job)]
+    finished: Iterator[Verdict] = iter(())
+    if jobs:
+        generations = backend.generate([j.request for j in jobs], config.generate)
+        if len(generations) != len(jobs):
             raise KuaimodError(
-                f"backend {backend.model_id} returned {len(generations)} answers for {len(ready)} requests"
+                f"backend {backend.model_id} returned {len(generations)} answers for {len(jobs)} requests"
             )
-        for (i, sample, prov, _), gen in zip(ready, generations, strict=True):
-            if gen.error is not None:
-                verdict = error_verdict(sample.id, gen.error, prov)
-            else:
-                verdict = parse_verdict(gen.text, policy, sample, prov)
-            if injection.get(i):
-                # Text that tries to steer the judge is evidence of manipulation: a human decides.
-                verdict = verdict.model_copy(
-                    update={"decision": Decision.REVIEW, "flags": [*verdict.flags, *injection[i]]}
-                )
-            token_confidence = category_confidence(gen.token_logprobs, gen.text, verdict)
-            calibration = config.confidence_calibration
-            calibrated = calibration.apply(token_confidence) if calibration else None
-            too_unsure = calibrated is not None and calibrated < policy.min_confidence
-            if too_unsure and verdict.decision is not Decision.REVIEW:
-                # A measured probability of being right below the policy's bar outranks the number the
-                # model wrote about itself: a person decides.
-                verdict = verdict.model_copy(
-                    update={"decision": Decision.REVIEW, "flags": [*verdict.flags, Flag.LOW_CALIBRATED_CONFIDENCE]}
-                )
-            results[i] = verdict.model_copy(
-                update={
-                    "latency_s": gen.latency_s,
-                    "input_tokens": gen.input_tokens,
-                    "output_tokens": gen.output_tokens,
-                    "precedents": shown_ids.get(i, []),
-                    "token_confidence": token_confidence,
-                    "calibrated_confidence": calibrated,
-                }
-            )
-    return [v for v in results if v is not None]
+        finished = iter([_finish(j, g, policy, config) for j, g in zip(jobs, generations, strict=True)])
+    return [s if isinstance(s, Verdict) else next(finished) for s in started]
+
+
+def _moderate_windowed(
+    samples: Iterable[Sample],
+    policy: Policy,
+    backend: WindowedBackend,
+    template: Template,
+    config: ModerationConfig,
+    precedents: PrecedentLookup | None,
+) -> Iterator[Verdict]:
+    """Keep ``backend.window`` requests in flight; yield verdicts in input order as the head finishes.
+
+    Answers that finish before the head are held back (at most ``4 x window`` samples in hand), so a
+    slow request delays what is yielded, never what is sent, until the hold-back is full.
+    """
+    window = max(1, backend.window)
+    holdback = 4 * window
+    iterator = iter(samples)
+    queue: deque[Verdict | tuple[_Job, Future[Generation]]] = deque()
+    exhausted = False
+
+    def in_flight() -> list[Future[Generation]]:
+        return [entry[1] for entry in queue if isinstance(entry, tuple) and not entry[1].done()]
+
+    pool = ThreadPoolExecutor(max_workers=window, thread_name_prefix="kuaimod-window")
+    try:
+        while True:
+            while not exhausted and len(in_flight()) < window and len(queue) < holdback:
+                raw = next(iterator, None)
+                if raw is None:
+                    exhausted = True
+                    break
+                started = _start(raw, policy, backend, template, config, precedents)
+                if isinstance(started, Verdict):
+                    queue.append(started)
+                else:
+                    queue.append((started, pool.submit(backend.generate_one, started.request, config.generate)))
+            if not queue:
+                return
+            head = queue[0]
+            if isinstance(head, Verdict):
+                queue.popleft()
+                yield head
+                continue
+            job, future = head
+            if not future.done():
+                wait(in_flight(), return_when=FIRST_COMPLETED)
+                continue
+            queue.popleft()
+            try:
+                gen = future.result()
+            except Exception as exc:  # generate_one should not raise; one request must not sink the job
+                gen = Generation(error=f"{type(exc).__name__}: {exc}"[:500])
+            yield _finish(job, gen, policy, config)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 # --------------------------------------------------------------------------- batch runs

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import operator
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -24,7 +25,7 @@ from kuaimod_open.errors import ConfigError, InputError
 from kuaimod_open.ingest.sample import Sample
 from kuaimod_open.judge.policy import Decision, Policy
 from kuaimod_open.judge.verdict import Verdict
-from kuaimod_open.loop.store import Store
+from kuaimod_open.loop.store import Store, copy_to_temp
 
 
 class FeedbackKind(StrEnum):
@@ -127,9 +128,11 @@ class Disagreement(NamedTuple):
 
 
 BATCH = 5000  # rows per executemany / COPY batch
+COPY_FROM = 64  # PostgreSQL: from this many rows on, COPY (a temporary table costs more than a few INSERTs)
 
 
 def _sample_row(store: Store, sample: Sample, now: datetime) -> dict[str, Any]:
+    frames = [{"path": str(f.path), "index": f.index, "timestamp": f.timestamp} for f in sample.frames]
     return {
         "id": sample.id,
         "title": sample.title,
@@ -137,7 +140,7 @@ def _sample_row(store: Store, sample: Sample, now: datetime) -> dict[str, Any]:
         "asr": sample.asr,
         "comments": store.dump_json(list(sample.comments)),
         "video": str(sample.video) if sample.video else None,
-        "frames": store.dump_json([f.model_dump(mode="json") for f in sample.frames]),
+        "frames": store.dump_json(frames),  # Frame's fields, as model_dump(mode="json") writes them
         "label": sample.label,
         "hashes": sample.hashes.model_dump_json() if sample.hashes else None,
         "created_at": now,
@@ -153,16 +156,39 @@ def record_samples(store: Store, samples: Sequence[Sample]) -> int:
     """Insert many samples in batches (first write of an id wins); returns how many were new."""
     t = store.table("samples")
     now = datetime.now(UTC)
+    unique = list({s.id: s for s in reversed(samples)}.values())[::-1]
     inserted = 0
     with store.begin() as conn:
-        for chunk in _chunks(list({s.id: s for s in reversed(samples)}.values())[::-1], BATCH):
-            ids = [s.id for s in chunk]
-            known = {r[0] for r in conn.execute(store.sa.select(t.c.id).where(t.c.id.in_(ids)))}
-            rows = [_sample_row(store, s, now) for s in chunk if s.id not in known]
-            if rows:
-                conn.execute(t.insert(), rows)
-                inserted += len(rows)
-    return inserted
+        for chunk in _chunks(unique, BATCH):
+            rows = [_sample_row(store, s, now) for s in chunk]
+            if store.engine.dialect.name == "postgresql" and len(rows) >= COPY_FROM:
+                inserted += _copy_insert(conn, "samples", list(rows[0]), rows, conflict="(id) DO NOTHING")
+            elif store.engine.dialect.name == "postgresql":
+                from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+                # rowcount of an executemany is not reliable here; count the RETURNING rows instead.
+                stmt = pg_insert(t).on_conflict_do_nothing(index_elements=["id"]).returning(t.c.id)
+                inserted += len(conn.execute(stmt, rows).all())
+            else:
+                inserted += conn.execute(t.insert().prefix_with("OR IGNORE"), rows).rowcount
+    return int(inserted)
+
+
+def _copy_insert(
+    conn: Any, table: str, columns: Sequence[str], rows: Sequence[dict[str, Any]], *, conflict: str
+) -> int:
+    """PostgreSQL: COPY rows into a temporary twin of ``table``, then INSERT them in order ON CONFLICT ...
+
+    COPY avoids building one huge parameterised INSERT (psycopg spends seconds parsing those); the
+    temporary table lets ON CONFLICT keep the insert idempotent under concurrent writers.
+    """
+    temp = copy_to_temp(conn, table, columns, rows)
+    names = ", ".join(columns)
+    inserted = conn.exec_driver_sql(
+        f"INSERT INTO {table} ({names}) SELECT {names} FROM {temp} ORDER BY copy_seq ON CONFLICT {conflict}"
+    ).rowcount
+    conn.exec_driver_sql(f"DELETE FROM {temp}")
+    return int(inserted)
 
 
 def _verdict_row(verdict: Verdict) -> dict[str, Any]:
@@ -203,10 +229,34 @@ def record_verdicts(store: Store, verdicts: Sequence[Verdict], *, policy: Policy
             rows = [_verdict_row(v) for v in chunk]
             if len(rows) == 1:
                 chunk_ids = [int(conn.execute(t.insert().values(rows[0])).inserted_primary_key[0])]
-            else:
-                # RETURNING with executemany ("insertmanyvalues"): ids in input order on SQLite and PostgreSQL.
+            elif store.engine.dialect.name != "sqlite" and len(rows) < COPY_FROM:
                 result = conn.execute(t.insert().returning(t.c.id, sort_by_parameter_order=True), rows)
                 chunk_ids = [int(r[0]) for r in result]
+            elif store.engine.dialect.name == "sqlite":
+                # SQLite gives RETURNING rows in no guaranteed order (SQLAlchemy then inserts row by row).
+                # This transaction holds the write lock, so new rowids are max(id)+1, +2, ... in order.
+                before = int(
+                    conn.execute(store.sa.select(store.sa.func.coalesce(store.sa.func.max(t.c.id), 0))).scalar_one()
+                )
+                conn.execute(t.insert(), rows)
+                chunk_ids = list(range(before + 1, before + 1 + len(rows)))
+                after = conn.execute(store.sa.select(store.sa.func.max(t.c.id))).scalar_one()
+                if after != chunk_ids[-1]:
+                    raise RuntimeError(f"verdict ids not contiguous ({before}+{len(rows)} != {after}); nothing written")
+            else:
+                # PostgreSQL: reserve the ids from the sequence, then COPY the rows with them.
+                seq = conn.execute(store.sa.text("SELECT pg_get_serial_sequence('verdicts', 'id')")).scalar_one()
+                chunk_ids = [
+                    int(r[0])
+                    for r in conn.execute(
+                        store.sa.text("SELECT nextval(:seq) FROM generate_series(1, :n)"), {"seq": seq, "n": len(rows)}
+                    )
+                ]
+                raw = conn.connection.dbapi_connection
+                columns = ("id", *rows[0])
+                with raw.cursor() as cur, cur.copy(f"COPY verdicts ({', '.join(columns)}) FROM STDIN") as copy:
+                    for vid, row in zip(chunk_ids, rows, strict=True):
+                        copy.write_row((vid, *row.values()))
             ids.extend(chunk_ids)
             queue.on_verdicts(conn, store, list(zip(chunk_ids, chunk, strict=True)), policy)
     return ids
@@ -250,6 +300,14 @@ def _sync_bank(store: Store, sample_ids: Sequence[str], policy: Policy) -> None:
     sync_labels(store, sample_ids, policy)
 
 
+def add_feedback_many(store: Store, events: Sequence[FeedbackEvent], policy: Policy) -> int:
+    """Validate every event against the policy, then insert them in one batched transaction.
+
+    The bulk form of :func:`add_feedback` (COPY on PostgreSQL); returns how many were new.
+    """
+    return _insert_feedback(store, [e.resolved(policy) for e in events])
+
+
 def _insert_feedback(store: Store, events: Sequence[FeedbackEvent]) -> int:
     """Insert resolved events in import order, skipping stored event ids; returns how many were new.
 
@@ -264,14 +322,32 @@ def _insert_feedback(store: Store, events: Sequence[FeedbackEvent]) -> int:
         return 0
     t = store.table("feedback")
     with store.begin() as conn:
-        if store.engine.dialect.name == "postgresql":
+        if store.engine.dialect.name == "postgresql" and len(unique) >= COPY_FROM:
             inserted = _copy_feedback(conn, unique)
+        elif store.engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            # rowcount of an executemany is not reliable here; count the RETURNING rows instead.
+            stmt = pg_insert(t).on_conflict_do_nothing(index_elements=["event_id"]).returning(t.c.id)
+            inserted = len(conn.execute(stmt, [_feedback_row(e) for e in unique]).all())
         else:
             inserted = 0
+            # The driver's executemany with SQLAlchemy's own conversion of the times (same stored text):
+            # building SQLAlchemy parameters per row cost more than SQLite's insert itself.
+            to_db = t.c.created_at.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+            sql = (
+                f"INSERT OR IGNORE INTO feedback ({', '.join(FEEDBACK_COLUMNS)}) "
+                f"VALUES ({', '.join('?' for _ in FEEDBACK_COLUMNS)})"
+            )
+            pick = operator.itemgetter(*FEEDBACK_COLUMNS)
             for chunk in _chunks(unique, BATCH):
-                inserted += conn.execute(
-                    t.insert().prefix_with("OR IGNORE"), [_feedback_row(e) for e in chunk]
-                ).rowcount
+                rows = [_feedback_row(e) for e in chunk]
+                for row in rows:
+                    row["created_at"] = to_db(row["created_at"])
+                cursor = conn.connection.dbapi_connection.cursor()
+                cursor.executemany(sql, [pick(row) for row in rows])
+                inserted += cursor.rowcount
+                cursor.close()
         if inserted:
             labelled = {e.sample_id for e in unique if e.kind.is_label}
             queue.on_feedback(conn, store, {e.sample_id for e in unique}, labelled)
@@ -279,25 +355,8 @@ def _insert_feedback(store: Store, events: Sequence[FeedbackEvent]) -> int:
 
 
 def _copy_feedback(conn: Any, events: Sequence[FeedbackEvent]) -> int:
-    raw = conn.connection.dbapi_connection  # the psycopg connection inside this transaction
-    columns = ", ".join(FEEDBACK_COLUMNS)
-    with raw.cursor() as cur:
-        cur.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS feedback_in (seq integer, event_id varchar(64), sample_id varchar(200), "
-            "kind varchar(32), category varchar(64), decision varchar(16), reason text, author varchar(200), "
-            "created_at timestamptz, source varchar(200)) ON COMMIT DELETE ROWS"
-        )
-        with cur.copy(f"COPY feedback_in (seq, {columns}) FROM STDIN") as copy:
-            for seq, event in enumerate(events):
-                row = _feedback_row(event)
-                copy.write_row((seq, *(row[c] for c in FEEDBACK_COLUMNS)))
-        cur.execute(
-            f"INSERT INTO feedback ({columns}) SELECT {columns} FROM feedback_in ORDER BY seq "
-            "ON CONFLICT (event_id) DO NOTHING"
-        )
-        inserted = cur.rowcount
-        cur.execute("DELETE FROM feedback_in")
-    return int(inserted)
+    rows = [_feedback_row(e) for e in events]
+    return _copy_insert(conn, "feedback", FEEDBACK_COLUMNS, rows, conflict="(event_id) DO NOTHING")
 
 
 class ImportResult(NamedTuple):
@@ -313,8 +372,11 @@ class ImportResult(NamedTuple):
     ties: tuple[str, ...] = ()
 
 
-def read_feedback_file(path: str | Path) -> list[FeedbackEvent]:
-    """Validate a CSV or JSONL feedback file; every bad row is reported with its line number."""
+def read_feedback_file(path: str | Path, *, source: str = "") -> list[FeedbackEvent]:
+    """Validate a CSV or JSONL feedback file; every bad row is reported with its line number.
+
+    ``source``: recorded on rows that name none (set after the event id is derived, which it does not change).
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"Feedback file not found: {path}")
@@ -337,6 +399,8 @@ def read_feedback_file(path: str | Path) -> list[FeedbackEvent]:
             # which default to the import time) inserts nothing twice.
             canonical = json.dumps(fields, ensure_ascii=False, sort_keys=True, default=str)
             fields["event_id"] = "row-" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:28]
+        if source and "source" not in fields:
+            fields["source"] = source
         try:
             events.append(FeedbackEvent.model_validate(fields))
         except ValidationError as exc:
@@ -355,9 +419,7 @@ def import_feedback(store: Store, path: str | Path, policy: Policy) -> ImportRes
     inserts the events and updates the review queue. Label ties among the imported samples are
     returned in :attr:`ImportResult.ties`.
     """
-    events = [
-        e.model_copy(update={"source": e.source or f"import:{Path(path).name}"}) for e in read_feedback_file(path)
-    ]
+    events = read_feedback_file(path, source=f"import:{Path(path).name}")
     resolved, problems = [], []
     for number, event in enumerate(events, start=1):
         try:

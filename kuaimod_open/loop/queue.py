@@ -287,23 +287,36 @@ def on_verdicts(conn: Any, store: Store, verdicts: Sequence[tuple[int, Verdict]]
         if verdict.sample_id not in latest or latest[verdict.sample_id]["verdict_id"] < verdict_id:
             latest[verdict.sample_id] = cols
     rows = list(latest.values())
-    insert = _dialect_insert(store)
-    stmt = insert(t)
-    excluded = stmt.excluded
-    updates = {name: excluded[name] for name in rows[0] if name != "sample_id"}
+    for row in rows:
+        confident = row["self_confidence"] is not None and row["self_confidence"] < low
+        row.update(pending=int(row["review_required"] or confident), reports=0, open_reports=0, decided_at=None)
+    columns = list(rows[0])
+    base = _dialect_insert(store)(t)
+    bulk_pg = store.engine.dialect.name == "postgresql" and len(rows) > 1
+    if bulk_pg:
+        # Bulk: COPY into a temporary twin, then one INSERT ... SELECT ... ON CONFLICT DO UPDATE.
+        from kuaimod_open.loop.store import copy_to_temp
+
+        temp = sa.table(copy_to_temp(conn, "review_queue", columns, rows), *[sa.column(c) for c in columns])
+        base = base.from_select(columns, sa.select(*[temp.c[c] for c in columns]))
+    excluded = base.excluded
+    fresh = ("verdict_id", "fifo_rank", "verdict_at", "decision", "category", "policy_version", "self_confidence")
+    updates: dict[str, Any] = {name: excluded[name] for name in (*fresh, "confidence", "uncertainty")}
+    updates.update({name: excluded[name] for name in ("severity_rank", "review_required", "why")})
     # Membership from the new verdict columns and the row's feedback state (decided_at, open_reports).
     needs = sa.or_(
         excluded.review_required, sa.and_(excluded.self_confidence.is_not(None), excluded.self_confidence < low)
     )
     undecided = sa.or_(t.c.decided_at.is_(None), t.c.decided_at < excluded.verdict_at)
     updates["pending"] = sa.case((sa.or_(sa.and_(needs, undecided), t.c.open_reports > 0), 1), else_=0)
-    stmt = stmt.on_conflict_do_update(
+    stmt = base.on_conflict_do_update(
         index_elements=[t.c.sample_id], set_=updates, where=t.c.verdict_id < excluded.verdict_id
     )
-    for row in rows:
-        confident = row["self_confidence"] is not None and row["self_confidence"] < low
-        row.update(pending=int(row["review_required"] or confident), reports=0, open_reports=0, decided_at=None)
-    conn.execute(stmt, rows)
+    if bulk_pg:
+        conn.execute(stmt)
+        conn.exec_driver_sql("DELETE FROM review_queue_in")
+    else:
+        conn.execute(stmt, rows)
 
 
 def _dialect_insert(store: Store) -> Any:

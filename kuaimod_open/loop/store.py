@@ -16,7 +16,7 @@ docstring); ``tests/test_store_schema.py`` fails until the two agree.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -29,6 +29,25 @@ DEFAULT_DB = "sqlite:///kuaimod.db"
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def copy_to_temp(conn: Any, table: str, columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> str:
+    """PostgreSQL bulk path: COPY ``rows`` into a temporary twin of ``table``; returns its name.
+
+    The twin (``<table>_in``: the table's columns plus ``copy_seq``, the input order) lives for the
+    session and is emptied at commit; the caller moves the rows on with one INSERT ... SELECT (ON
+    CONFLICT ...) and deletes them. COPY is the fast path: psycopg spends seconds turning a large
+    parameterised INSERT into a query, and executemany pays a round trip per row.
+    """
+    raw = conn.connection.dbapi_connection  # the psycopg connection of this transaction
+    temp = f"{table}_in"
+    with raw.cursor() as cur:
+        cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {temp} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
+        cur.execute(f"ALTER TABLE {temp} ADD COLUMN IF NOT EXISTS copy_seq integer")
+        with cur.copy(f"COPY {temp} (copy_seq, {', '.join(columns)}) FROM STDIN") as copy:
+            for seq, row in enumerate(rows):
+                copy.write_row((seq, *(row[c] for c in columns)))
+    return temp
 
 
 # --------------------------------------------------------------------------- the store

@@ -8,13 +8,20 @@ requests are answered one at a time, in arrival order.
 
 Supported: ``POST /v1/chat/completions`` (text and ``image_url`` parts with base64 data URLs,
 ``max_tokens``, ``temperature``) and ``GET /v1/models``. ``fail_first`` makes the first N completions
-answer 503, to exercise client retries.
+answer 503, to exercise client retries. ``adapters`` serves LoRA adapters under their own names, as
+vLLM's ``--lora-modules NAME=DIR`` does (a request naming the adapter is answered with it; ``/v1/models``
+lists it with its ``parent``). ``latency=(low, high)`` adds an uneven, per-request delay before each
+answer, slept concurrently, which is how a continuously batching server looks from outside: answers of
+400 to 1,024 tokens finish at different times (``bench/openai_window.py`` measures clients against it).
 """
 
 # No `from __future__ import annotations`: FastAPI reads the route annotations at runtime.
 
+import asyncio
 import base64
 import binascii
+import hashlib
+import json
 import tempfile
 import threading
 import time
@@ -61,21 +68,42 @@ def _to_message(raw: dict[str, Any], folder: Path) -> Message:
     return Message(role, tuple(parts))
 
 
-def create_openai_app(backend: Backend, served_name: str | None = None, *, fail_first: int = 0) -> Any:
-    """A FastAPI app answering chat completions with ``backend`` under the model name ``served_name``."""
+def request_delay(messages: list[dict[str, Any]], latency: tuple[float, float]) -> float:
+    """A delay in ``[low, high]`` fixed by the request's content: the same request waits the same in every run."""
+    low, high = latency
+    digest = hashlib.sha256(json.dumps(messages, sort_keys=True, ensure_ascii=False).encode()).digest()
+    return low + (high - low) * int.from_bytes(digest[:4], "big") / 2**32
+
+
+def create_openai_app(
+    backend: Backend,
+    served_name: str | None = None,
+    *,
+    fail_first: int = 0,
+    adapters: dict[str, Backend] | None = None,
+    latency: tuple[float, float] | None = None,
+) -> Any:
+    """A FastAPI app answering chat completions with ``backend`` under the model name ``served_name``.
+
+    ``adapters`` maps served LoRA names to backends that apply them; ``latency`` is ``(low, high)`` seconds.
+    """
     require("fastapi", extra="serve", purpose="the OpenAI-compatible test server")
     from fastapi import FastAPI, HTTPException
     from fastapi.concurrency import run_in_threadpool
 
     name = served_name or backend.model_id
+    models: dict[str, Backend] = {name: backend, **(adapters or {})}
     lock = threading.Lock()
     failures = {"left": fail_first}
     app = FastAPI(title="kuaimod OpenAI-compatible server", version="1")
+    app.state.requests_by_model = {key: 0 for key in models}
 
     @app.get("/v1/models")
-    def models() -> dict[str, Any]:
-        """The one served model."""
-        return {"object": "list", "data": [{"id": name, "object": "model", "owned_by": "kuaimod"}]}
+    def list_models() -> dict[str, Any]:
+        """The served model and its adapters (each with the base model as ``parent``, as vLLM lists them)."""
+        data = [{"id": name, "object": "model", "owned_by": "kuaimod", "parent": None}]
+        data += [{"id": key, "object": "model", "owned_by": "kuaimod", "parent": name} for key in adapters or {}]
+        return {"object": "list", "data": data}
 
     def complete(body: ChatRequest) -> dict[str, Any]:
         with lock, tempfile.TemporaryDirectory(prefix="kuaimod-oai-") as tmp:
@@ -88,7 +116,8 @@ def create_openai_app(backend: Backend, served_name: str | None = None, *, fail_
                 raise HTTPException(400, f"bad message: {exc}") from None
             limit = body.max_tokens or 1024
             config = GenerateConfig(max_new_tokens=limit, temperature=body.temperature, batch_size=1)
-            (gen,) = backend.generate([Request("request", messages)], config)
+            app.state.requests_by_model[body.model] += 1
+            (gen,) = models[body.model].generate([Request("request", messages)], config)
         if gen.error is not None:
             raise HTTPException(500, f"generation failed: {gen.error}")
         out_tokens = gen.output_tokens or 0
@@ -96,12 +125,12 @@ def create_openai_app(backend: Backend, served_name: str | None = None, *, fail_
             "id": f"chatcmpl-{uuid.uuid4().hex[:16]}",
             "object": "chat.completion",
             "created": int(time.time()),
-            "model": name,
+            "model": body.model,
             "choices": [
                 {
                     "index": 0,
                     "message": {"role": "assistant", "content": gen.text},
-                    "finish_reason": "length" if out_tokens >= limit else "stop",
+                    "finish_reason": "length" if gen.truncated else "stop",
                 }
             ],
             "usage": {
@@ -114,8 +143,10 @@ def create_openai_app(backend: Backend, served_name: str | None = None, *, fail_
     @app.post("/v1/chat/completions")
     async def chat(body: ChatRequest) -> dict[str, Any]:
         """Answer one chat completion (generation runs in a thread, one at a time)."""
-        if body.model != name:
-            raise HTTPException(404, f"model {body.model!r} is not served here (serving {name!r})")
+        if body.model not in models:
+            raise HTTPException(404, f"model {body.model!r} is not served here (serving {', '.join(models)})")
+        if latency is not None:
+            await asyncio.sleep(request_delay(body.messages, latency))  # concurrent, like continuous batching
         result: dict[str, Any] = await run_in_threadpool(complete, body)
         return result
 

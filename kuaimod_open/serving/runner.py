@@ -34,7 +34,7 @@ from kuaimod_open.ingest.fetch import FetchPolicy, fetch
 from kuaimod_open.ingest.keys import key_for
 from kuaimod_open.ingest.manifest import WorkItem
 from kuaimod_open.ingest.sample import Sample
-from kuaimod_open.judge.backends.base import Backend
+from kuaimod_open.judge.backends.base import Backend, WindowedBackend
 from kuaimod_open.judge.pipeline import (
     ModerationConfig,
     PrecedentLookup,
@@ -237,19 +237,47 @@ def run_job(
             prov = provenance_for(raw, policy, template, backend, config)
             emit(error_verdict(raw.id, result.error or "preparation failed", prov, stage=Stage.PIPELINE))
 
-        batch_size = max(1, config.generate.batch_size)
-        ready: list[Sample] = []
-        for item, result in _prepared(todo, config, runner):
-            summary.prepare_seconds += result.seconds
-            if result.sample is None:
-                failed(result, item.sample)
-                continue
-            ready.append(result.sample)
-            if len(ready) >= batch_size:
+        if judge is None and isinstance(backend, WindowedBackend):
+            # One stream through a sliding window of requests (a continuously batching server never
+            # waits for the slowest answer of a batch); preparation feeds it as the window frees up.
+            waiting = 0.0
+
+            def ready_samples() -> Iterator[Sample]:
+                nonlocal waiting
+                prepared = _prepared(todo, config, runner)
+                while True:
+                    t0 = time.perf_counter()
+                    item_result = next(prepared, None)
+                    waiting += time.perf_counter() - t0
+                    if item_result is None:
+                        return
+                    item, result = item_result
+                    summary.prepare_seconds += result.seconds
+                    if result.sample is None:
+                        failed(result, item.sample)
+                        continue
+                    if on_sample is not None:
+                        on_sample(result.sample)
+                    yield result.sample
+
+            t_stream = time.perf_counter()
+            for verdict in moderate(ready_samples(), policy, backend, template, infer_config, precedents=precedents):
+                emit(verdict)
+            summary.inference_seconds += time.perf_counter() - t_stream - waiting
+        else:
+            batch_size = max(1, config.generate.batch_size)
+            ready: list[Sample] = []
+            for item, result in _prepared(todo, config, runner):
+                summary.prepare_seconds += result.seconds
+                if result.sample is None:
+                    failed(result, item.sample)
+                    continue
+                ready.append(result.sample)
+                if len(ready) >= batch_size:
+                    infer(ready)
+                    ready = []
+            if ready:
                 infer(ready)
-                ready = []
-        if ready:
-            infer(ready)
         if bar is not None:
             bar.close()
         summary.seconds = time.perf_counter() - started

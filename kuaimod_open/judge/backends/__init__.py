@@ -6,7 +6,7 @@ import importlib
 from typing import Any
 
 from kuaimod_open.errors import ConfigError
-from kuaimod_open.judge.backends.base import Backend, GenerateConfig, Generation, Request
+from kuaimod_open.judge.backends.base import Backend, GenerateConfig, Generation, Request, WindowedBackend
 
 # name -> "module:Class". Heavy imports (torch, transformers, openai) happen when a backend is built.
 BACKENDS: dict[str, str] = {
@@ -31,4 +31,13 @@ def get_backend(name: str, **options: Any) -> Backend:
     return backend
 
 
-__all__ = ["BACKENDS", "DEFAULT_HF_MODEL", "Backend", "GenerateConfig", "Generation", "Request", "get_backend"]
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_HF_MODEL",
+    "Backend",
+    "GenerateConfig",
+    "Generation",
+    "Request",
+    "WindowedBackend",
+    "get_backend",
+]

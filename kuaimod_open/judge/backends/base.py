@@ -32,8 +32,12 @@ class Generation:
     input_tokens: int | None = None
     output_tokens: int | None = None
     latency_s: float | None = None
-    # (token text, log-probability) for each generated token, when the backend exposes them.
+    # (token text, log-probability) for each generated token, when the backend exposes them. The
+    # probability is the model's own (softmax of the raw logits), not the sampler's after top-k/top-p,
+    # temperature or repetition penalty reshaped it.
     token_logprobs: tuple[tuple[str, float], ...] | None = None
+    # The answer stopped at max_new_tokens, not at the end of its turn: whatever it says is unfinished.
+    truncated: bool = False
 
 
 @dataclass(frozen=True)
@@ -68,4 +72,20 @@ class Backend(Protocol):
 
     def generate(self, requests: Sequence[Request], config: GenerateConfig) -> list[Generation]:
         """Answer every request, same order."""
+        ...
+
+
+@runtime_checkable
+class WindowedBackend(Backend, Protocol):
+    """A backend that answers one request at a time, thread-safely, with up to ``window`` in flight.
+
+    Servers that batch continuously (vLLM, SGLang) start each request as soon as it arrives, so the
+    pipeline keeps ``window`` requests in flight over the whole stream instead of sending a batch and
+    waiting for its slowest answer (:func:`kuaimod_open.judge.pipeline.moderate`).
+    """
+
+    window: int
+
+    def generate_one(self, request: Request, config: GenerateConfig) -> Generation:
+        """Answer one request; a failure is the Generation's ``error``, never an exception."""
         ...

@@ -16,11 +16,17 @@ from typing import Any
 from kuaimod_open._lazy import require
 from kuaimod_open.errors import BackendError
 from kuaimod_open.judge.backends.base import GenerateConfig, Generation, Request
+from kuaimod_open.judge.backends.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
 from kuaimod_open.judge.prompt import ImagePart, Message
 
 
 class HFBackend:
-    """A Qwen-VL checkpoint by hub id or local directory, with an optional PEFT LoRA adapter."""
+    """A Qwen-VL checkpoint by hub id or local directory, with an optional PEFT LoRA adapter.
+
+    ``device="auto"`` loads with ``device_map="auto"``: the weights are spread over every visible GPU
+    (and CPU memory when they do not fit), so a teacher larger than one GPU still loads. An explicit
+    device (``cuda``, ``cuda:1``, ``cpu``) puts the whole model there.
+    """
 
     def __init__(
         self,
@@ -29,8 +35,8 @@ class HFBackend:
         adapter: str | None = None,
         device: str = "auto",
         dtype: str = "auto",
-        min_pixels: int = 64 * 28 * 28,
-        max_pixels: int = 448 * 28 * 28,
+        min_pixels: int = DEFAULT_MIN_PIXELS,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
         attn_implementation: str | None = None,
     ) -> None:
         self.torch = require("torch", extra="hf", purpose="the hf backend")
@@ -44,6 +50,8 @@ class HFBackend:
         self.min_pixels, self.max_pixels = min_pixels, max_pixels
         torch_dtype = self._pick_dtype(dtype)
         kwargs: dict[str, Any] = {"dtype": torch_dtype}
+        if device == "auto":
+            kwargs["device_map"] = "auto"
         if attn_implementation:
             kwargs["attn_implementation"] = attn_implementation
         try:
@@ -59,7 +67,11 @@ class HFBackend:
             if not Path(adapter).exists():
                 raise BackendError(f"LoRA adapter directory not found: {adapter}")
             self.model = peft.PeftModel.from_pretrained(self.model, adapter)
-        self.model.to(self.device).eval()
+        if "device_map" in kwargs:
+            self.device = str(self.model.device)  # inputs go where the first layers are
+        else:
+            self.model.to(self.device)
+        self.model.eval()
         # Decoder-only batching needs left padding so every prompt ends where generation starts.
         self.processor.tokenizer.padding_side = "left"
         # Qwen3-VL uses 16-pixel patches, Qwen2/2.5-VL 14; qwen-vl-utils must resize to match.
@@ -110,37 +122,45 @@ class HFBackend:
         images, _ = self.vision.process_vision_info(conversations, image_patch_size=self.patch_size)
         inputs = self.processor(text=texts, images=images or None, padding=True, return_tensors="pt").to(self.device)
         started = time.perf_counter()
+        # Explicit, because the checkpoint's generation_config decides otherwise: Qwen2.5-VL ships
+        # do_sample=True with top_k=1. Its top_k/top_p/repetition penalty still apply to sampling.
         sampling: dict[str, Any] = {"do_sample": False}
         if config.temperature > 0:
             sampling = {"do_sample": True, "temperature": config.temperature}
-        with torch.inference_mode():
-            out = self.model.generate(
-                **inputs,
-                max_new_tokens=config.max_new_tokens,
-                output_scores=config.logprobs,
-                return_dict_in_generate=True,
-                pad_token_id=self.processor.tokenizer.pad_token_id,
-                **sampling,
-            )
+        recorder = _raw_logprob_recorder(torch, self.model) if config.logprobs else None
+        extra: dict[str, Any] = {"stopping_criteria": [recorder.criterion]} if recorder is not None else {}
+        try:
+            with torch.inference_mode():
+                out = self.model.generate(
+                    **inputs,
+                    max_new_tokens=config.max_new_tokens,
+                    return_dict_in_generate=True,
+                    pad_token_id=self.processor.tokenizer.pad_token_id,
+                    **sampling,
+                    **extra,
+                )
+        finally:
+            if recorder is not None:
+                recorder.remove()
         elapsed = time.perf_counter() - started
         prompt_len = inputs["input_ids"].shape[1]
         new_tokens = out.sequences[:, prompt_len:]
-        logprobs = None
-        if config.logprobs and out.scores:
-            # scores[t] is (batch, vocab) for step t; log-softmax gives each chosen token's log-prob.
-            steps = torch.stack([torch.log_softmax(s.float(), dim=-1) for s in out.scores], dim=1)
-            logprobs = steps.gather(-1, new_tokens[:, : steps.shape[1], None]).squeeze(-1)
-        eos = {self.processor.tokenizer.pad_token_id, self.processor.tokenizer.eos_token_id}
+        logprobs = recorder.logprobs() if recorder is not None else None
+        eos = self._end_tokens()
+        pad = self.processor.tokenizer.pad_token_id
+        # Rows that produced no end token in max_new_tokens steps were cut off mid-answer.
+        at_limit = new_tokens.shape[1] >= config.max_new_tokens
         results = []
         for i, request_tokens in enumerate(new_tokens):
-            ids = [int(t) for t in request_tokens if int(t) not in eos]
+            tokens = [int(t) for t in request_tokens]
+            ids = [t for t in tokens if t not in eos and t != pad]
             text = self.processor.tokenizer.decode(ids, skip_special_tokens=True)
             token_lp = None
             if logprobs is not None:
                 token_lp = tuple(
-                    (self.processor.tokenizer.decode([int(t)]), float(lp))
-                    for t, lp in zip(request_tokens, logprobs[i], strict=False)
-                    if int(t) not in eos
+                    (self.processor.tokenizer.decode([t]), float(lp))
+                    for t, lp in zip(tokens, logprobs[i].tolist(), strict=False)
+                    if t not in eos and t != pad
                 )
             results.append(
                 Generation(
@@ -149,9 +169,17 @@ class HFBackend:
                     output_tokens=len(ids),
                     latency_s=elapsed / len(batch),
                     token_logprobs=token_lp,
+                    truncated=at_limit and not eos.intersection(tokens),
                 )
             )
         return results
+
+    def _end_tokens(self) -> set[int]:
+        """Every token id that ends a turn: the tokenizer's and the generation config's (often a list)."""
+        ids = {self.processor.tokenizer.eos_token_id}
+        configured = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        ids.update(configured if isinstance(configured, list) else [configured])
+        return {int(i) for i in ids if i is not None}
 
     def _to_qwen(self, messages: Sequence[Message]) -> list[dict[str, Any]]:
         conversation = []
@@ -171,3 +199,53 @@ class HFBackend:
                     content.append({"type": "text", "text": part})
             conversation.append({"role": message.role, "content": content})
         return conversation
+
+
+class _RawLogprobs:
+    """Each generated token's log-probability under the model's raw logits, at O(batch x vocab) memory.
+
+    ``generate(output_scores=True)`` would keep a float32 (batch, vocab) tensor for every step (~0.6 MB
+    per token per sample for Qwen's 152k vocabulary) and, worse, those scores come *after* the logits
+    processors: with Qwen2.5-VL's shipped top_k=1 every sampled token has log-probability 0.0. Instead a
+    forward hook on the output layer keeps only the current step's log-softmax, and a stopping criterion
+    (called once per step, after the chosen token is appended) reads the chosen token's value and drops it.
+    """
+
+    def __init__(self, torch: Any, output_layer: Any, criterion_base: type) -> None:
+        self.torch = torch
+        self.current: Any = None
+        self.steps: list[Any] = []
+        self.handle = output_layer.register_forward_hook(self._hook)
+        recorder = self
+
+        class _Criterion(criterion_base):  # type: ignore[misc]
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                recorder._take(input_ids)
+                return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+        self.criterion = _Criterion()
+
+    def _hook(self, module: Any, inputs: Any, output: Any) -> None:
+        logits = output[:, -1, :] if output.dim() == 3 else output
+        self.current = self.torch.log_softmax(logits.float(), dim=-1)
+
+    def _take(self, input_ids: Any) -> None:
+        if self.current is None:
+            return
+        chosen = input_ids[:, -1:].to(self.current.device)
+        self.steps.append(self.current.gather(-1, chosen).squeeze(-1).cpu())
+        self.current = None
+
+    def logprobs(self) -> Any:
+        """(batch, steps) log-probabilities of the generated tokens."""
+        return self.torch.stack(self.steps, dim=1) if self.steps else None
+
+    def remove(self) -> None:
+        """Detach the hook (always, even when generation failed)."""
+        self.handle.remove()
+        self.current = None
+
+
+def _raw_logprob_recorder(torch: Any, model: Any) -> _RawLogprobs:
+    transformers = require("transformers", extra="hf", purpose="the hf backend")
+    return _RawLogprobs(torch, model.get_output_embeddings(), transformers.StoppingCriteria)

@@ -25,21 +25,52 @@ SPECIAL_TOKENS = (
     "<|video_pad|>",
 )
 
-# Qwen-style chat template: a system turn, then user/assistant turns whose content is a list of
-# text and image items; each image becomes <|vision_start|><|image_pad|><|vision_end|>.
-CHAT_TEMPLATE = (
+# The shape of the real Qwen2-VL / Qwen2.5-VL chat template, written for this builder: a default system
+# turn when the conversation has none, content given as a string or as a list of items, an item counts
+# as an image when its type is "image" or it carries an "image" / "image_url" key (as a video with
+# "video"), optional "Picture N: " / "Video N: " labels (add_vision_id), and the generation prompt.
+# Qwen3-VL's template is the same without the default system turn.
+_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
     "{% for message in messages %}"
-    "{% if loop.first and message['role'] != 'system' %}"
+    "{% if loop.first and message['role'] != 'system' and DEFAULT_SYSTEM %}"
     "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
     "<|im_start|>{{ message['role'] }}\n"
     "{% if message['content'] is string %}{{ message['content'] }}"
     "{% else %}{% for item in message['content'] %}"
-    "{% if item['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}<|im_end|>\n"
+    "{% if item['type'] == 'image' or 'image' in item or 'image_url' in item %}"
+    "{% set image_count.value = image_count.value + 1 %}"
+    "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}"
+    "<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif item['type'] == 'video' or 'video' in item %}"
+    "{% set video_count.value = video_count.value + 1 %}"
+    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}"
+    "<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in item %}{{ item['text'] }}"
+    "{% endif %}{% endfor %}{% endif %}"
+    "<|im_end|>\n"
     "{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+CHAT_TEMPLATE = _TEMPLATE.replace("DEFAULT_SYSTEM", "true")
+CHAT_TEMPLATE_QWEN3 = _TEMPLATE.replace("DEFAULT_SYSTEM", "false")
+
+# Decoding defaults as published with Qwen2.5-VL-3B/7B-Instruct (generation_config.json on the hub; the
+# same values appear in PaddleMIX's deploy/qwen2_5_vl/scripts/qwen2_5_vl.sh). Real checkpoints sample
+# with top_k=1 and a repetition penalty; tiny checkpoints without these fields hid that generation and
+# log-probabilities go through these processors (issue #18).
+QWEN25_VL_GENERATION = {
+    "do_sample": True,
+    "top_k": 1,
+    "top_p": 0.001,
+    "temperature": 0.1,
+    "repetition_penalty": 1.05,
+}
+# The image budget of the real processors (preprocessor_config.json): Qwen2/2.5-VL min 3,136 and max
+# 12,845,056 pixels (4 to 16,384 tokens of 28x28); Qwen3-VL 65,536 to 16,777,216 (32x32 tokens).
+REAL_PIXELS = {"qwen2_vl": (56 * 56, 16384 * 28 * 28), "qwen3_vl": (65536, 16777216)}
+# Qwen2/2.5-VL's embedding rows (151,936) exceed its tokenizer's 151,665 tokens; see build_tiny_qwen_vl.
+QWEN_VOCAB_ROWS = 151936
 
 _CORPUS = [
     "你是短视频平台的内容审核员。请根据平台规则判断视频是否违规。",
@@ -65,14 +96,27 @@ def build_tiny_qwen2vl(out_dir: str | Path, *, seed: int = 0, vocab_size: int = 
     return build_tiny_qwen_vl(out_dir, arch="qwen2_vl", seed=seed, vocab_size=vocab_size)
 
 
-def build_tiny_qwen_vl(out_dir: str | Path, *, arch: str = "qwen2_vl", seed: int = 0, vocab_size: int = 1024) -> Path:
+def build_tiny_qwen_vl(
+    out_dir: str | Path,
+    *,
+    arch: str = "qwen2_vl",
+    seed: int = 0,
+    vocab_size: int = 1024,
+    model_vocab: int | None = None,
+    generation: dict[str, Any] | None = None,
+) -> Path:
     """Write a tiny Qwen2-VL, Qwen2.5-VL or Qwen3-VL model + processor to ``out_dir``; return the directory.
 
     About 1 MB on disk; loads with ``AutoProcessor`` / ``AutoModelForImageTextToText`` like any
-    real checkpoint of that family.
+    real checkpoint of that family. Where it matters for the code under test it behaves like a real
+    checkpoint: Qwen2.5-VL's published sampling and penalty defaults (``generation``, default
+    :data:`QWEN25_VL_GENERATION`; pass ``{}`` for none), the real processors' pixel budget, the real
+    chat template's shape and end-of-turn token ids. ``model_vocab`` pads the embedding to that many
+    rows (e.g. :data:`QWEN_VOCAB_ROWS`, ~80 MB) so log-softmax runs over a real-sized vocabulary; the
+    default keeps the fixture small.
 
     Raises:
-        ConfigError: ``arch`` is not one of :data:`ARCHITECTURES`.
+        ConfigError: ``arch`` is not one of :data:`ARCHITECTURES`, or ``model_vocab`` is smaller than the tokenizer.
     """
     if arch not in ARCHITECTURES:
         raise ConfigError(f"unknown tiny-model architecture {arch!r}; use one of {', '.join(ARCHITECTURES)}")
@@ -92,18 +136,22 @@ def build_tiny_qwen_vl(out_dir: str | Path, *, arch: str = "qwen2_vl", seed: int
         show_progress=False,
     )
     bpe.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    template = CHAT_TEMPLATE_QWEN3 if arch == "qwen3_vl" else CHAT_TEMPLATE
     tokenizer = transformers.PreTrainedTokenizerFast(
         tokenizer_object=bpe,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
         additional_special_tokens=list(SPECIAL_TOKENS[1:]),
     )
-    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.chat_template = template
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    rows = len(tokenizer) if model_vocab is None else model_vocab
+    if rows < len(tokenizer):
+        raise ConfigError(f"model_vocab={model_vocab} is smaller than the tokenizer ({len(tokenizer)} tokens)")
 
     torch.manual_seed(seed)
     text_config = {
-        "vocab_size": len(tokenizer),
+        "vocab_size": rows,
         "hidden_size": 64,
         "intermediate_size": 128,
         "num_hidden_layers": 2,
@@ -125,7 +173,8 @@ def build_tiny_qwen_vl(out_dir: str | Path, *, arch: str = "qwen2_vl", seed: int
     # Each architecture's own config, model and processor classes; only the sizes are shrunk.
     prefix, processor_name, video_name = _CLASSES[arch]
     vision: dict[str, Any] = {"depth": 2, "num_heads": 2}
-    images: dict[str, Any] = {"size": {"shortest_edge": 56 * 56, "longest_edge": 224 * 224}}
+    low, high = REAL_PIXELS["qwen3_vl" if arch == "qwen3_vl" else "qwen2_vl"]
+    images: dict[str, Any] = {"size": {"shortest_edge": low, "longest_edge": high}}
     if arch == "qwen2_vl":
         vision |= {"embed_dim": 32, "hidden_size": 64, "mlp_ratio": 2}
     else:
@@ -137,18 +186,23 @@ def build_tiny_qwen_vl(out_dir: str | Path, *, arch: str = "qwen2_vl", seed: int
         text_config["rope_parameters"] = {**text_config["rope_parameters"], "mrope_interleaved": True}
         # Qwen3-VL's 16-pixel patches (Qwen2/2.5-VL use 14)
         vision |= {"patch_size": 16, "num_position_embeddings": 64, "deepstack_visual_indexes": [1]}
-        images = {"patch_size": 16, "size": {"shortest_edge": 64 * 64, "longest_edge": 256 * 256}}
+        images["patch_size"] = 16
     config = getattr(transformers, f"{prefix}Config")(text_config=text_config, vision_config=vision, **special)
     model = getattr(transformers, f"{prefix}ForConditionalGeneration")(config)
     processor = getattr(transformers, processor_name)(
         image_processor=transformers.Qwen2VLImageProcessor(**images),
         video_processor=getattr(transformers, video_name)(),
         tokenizer=tokenizer,
-        chat_template=CHAT_TEMPLATE,
+        chat_template=template,
     )
     model.eval()
-    model.generation_config.eos_token_id = ids["<|im_end|>"]
-    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    gen = model.generation_config
+    # Real checkpoints stop on either end token: <|im_end|> (end of turn) and <|endoftext|>.
+    gen.eos_token_id = [ids["<|im_end|>"], ids["<|endoftext|>"]]
+    gen.pad_token_id = ids["<|endoftext|>"]
+    gen.bos_token_id = ids["<|endoftext|>"]
+    for key, value in (QWEN25_VL_GENERATION if generation is None else generation).items():
+        setattr(gen, key, value)
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import math
 import tempfile
 import time
 from collections.abc import Sequence
@@ -23,8 +24,13 @@ from pydantic import BaseModel, Field
 
 from kuaimod_open._lazy import require
 from kuaimod_open.errors import BackendError, ConfigError
+from kuaimod_open.judge.backends.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
 from kuaimod_open.judge.prompt import ImagePart, Message
 from kuaimod_open.loop.updaters.tag2cot import Chain, PreferencePair
+
+# The versions `update lora` is tested with (pyproject's [train] extra has the same floors): the code relies
+# on trl's vision prompt-completion collator for SFT and DPO, and on max_length=None meaning "never truncate".
+TESTED_VERSIONS = {"trl": "1.16", "peft": "0.21"}
 
 # Attention projections of the *language* model only. Qwen-VL vision towers name theirs ``attn.qkv``
 # and ``attn.proj``, so this pattern leaves the vision encoder frozen on Qwen2-, 2.5- and 3-VL.
@@ -34,8 +40,12 @@ DEFAULT_TARGET_MODULES = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)"
 class LoraTrainConfig(BaseModel):
     """Training settings (recorded in the adapter's metadata)."""
 
-    steps: int = Field(default=60, ge=1, description="SFT optimizer steps")
-    dpo_steps: int | None = Field(default=None, ge=0, description="DPO steps; default: same as steps; 0 skips DPO")
+    # Length in passes over the data, so that 30 cases are not seen 50 times and 5,000 not a tenth of a time.
+    epochs: float = Field(default=2.0, gt=0, description="SFT passes over the kept chains")
+    dpo_epochs: float | None = Field(
+        default=None, ge=0, description="DPO passes over the pairs; default: epochs; 0 skips"
+    )
+    max_steps: int = Field(default=1000, ge=1, description="safety cap on optimizer steps per stage (SFT, DPO)")
     learning_rate: float = Field(default=1e-4, gt=0)
     dpo_learning_rate: float | None = Field(default=None, gt=0, description="default: learning_rate / 2")
     dpo_beta: float = Field(default=0.1, gt=0)
@@ -45,12 +55,17 @@ class LoraTrainConfig(BaseModel):
     target_modules: str = DEFAULT_TARGET_MODULES
     batch_size: int = Field(default=1, ge=1)
     grad_accum: int = Field(default=4, ge=1)
-    max_length: int | None = Field(default=None, ge=64, description="truncate longer examples; None: no truncation")
+    max_length: int | None = Field(
+        default=None,
+        ge=64,
+        description="skip examples longer than this many tokens (prompt + frames + answer); None: keep all. "
+        "Never truncated: a cut would drop answer tokens or image placeholders",
+    )
     device: str = "auto"
     dtype: str = "auto"
     gradient_checkpointing: bool | None = Field(default=None, description="default: on for GPU, off for CPU")
-    min_pixels: int = 64 * 28 * 28
-    max_pixels: int = 448 * 28 * 28
+    min_pixels: int = DEFAULT_MIN_PIXELS  # the pixel budget of inference (hf, and openai client-side)
+    max_pixels: int = DEFAULT_MAX_PIXELS
     seed: int = 0
     progress: bool = False
 
@@ -68,6 +83,31 @@ class TrainResult(BaseModel):
     dpo_pairs: int
     device: str
     seconds: float
+    sft_steps: int | None = None
+    dpo_steps: int | None = None
+    sft_epochs: float | None = Field(default=None, description="passes actually made (below --epochs when capped)")
+    dpo_epochs: float | None = None
+    skipped_too_long: int = Field(default=0, description="SFT examples and DPO pairs over max_length, not trained on")
+    longest_tokens: int | None = Field(default=None, description="the longest example measured, in tokens")
+
+
+def check_versions(installed: dict[str, str] | None = None) -> None:
+    """Refuse to train with a trl or peft older than :data:`TESTED_VERSIONS` (``installed``: name -> version).
+
+    Raises:
+        ConfigError: a package is older than what was tested, with the pip line that fixes it.
+    """
+    from importlib.metadata import version as installed_version
+
+    from packaging.version import Version
+
+    for name, floor in TESTED_VERSIONS.items():
+        have = (installed or {}).get(name) or installed_version(name)
+        if Version(have) < Version(floor):
+            raise ConfigError(
+                f"{name} {have} is installed, but `update lora` needs {name}>={floor} (tested with it): "
+                f"pip install --upgrade '{name}>={floor}'"
+            )
 
 
 def _use_cuda(torch: Any, device: str) -> bool:
@@ -98,6 +138,25 @@ def _conversation(messages: Sequence[Message], load_image: Any) -> tuple[list[di
 
 def _answer(text: str) -> list[dict[str, Any]]:
     return [{"role": "assistant", "content": [{"type": "text", "text": text}]}]
+
+
+def plan_steps(examples: int, epochs: float, config: LoraTrainConfig) -> tuple[int, float]:
+    """Optimizer steps for ``epochs`` passes over ``examples`` (as the trainer counts them), capped; and the epochs run.
+
+    One step takes ``batch_size x grad_accum`` examples; the last, short batch of an epoch still counts.
+    """
+    if examples <= 0 or epochs <= 0:
+        return 0, 0.0
+    per_epoch = math.ceil(math.ceil(examples / config.batch_size) / config.grad_accum)
+    steps = min(config.max_steps, max(1, math.ceil(epochs * per_epoch)))
+    return steps, round(steps / per_epoch, 3)
+
+
+def _token_length(processor: Any, conversation: list[dict[str, Any]], images: list[Any]) -> int:
+    """Tokens of a whole training example as the model sees it: chat template, image tokens expanded."""
+    text = processor.apply_chat_template(conversation, tokenize=False)
+    encoded = processor(text=[text], images=images or None, return_tensors="pt")
+    return int(encoded["input_ids"].shape[1])
 
 
 def _dataset(datasets: Any, rows: list[dict[str, Any]]) -> Any:
@@ -158,6 +217,7 @@ def train_lora(
     peft = require("peft", extra="train", purpose="LoRA training")
     trl = require("trl", extra="train", purpose="SFT and DPO training")
     datasets = require("datasets", extra="train", purpose="SFT and DPO training")
+    check_versions()
     started = time.perf_counter()
     cuda = _use_cuda(torch, config.device)
     dtype = torch.float32
@@ -180,16 +240,40 @@ def train_lora(
         element = {"image": str(Path(path).resolve()), "min_pixels": config.min_pixels, "max_pixels": config.max_pixels}
         return vision.fetch_image(element, image_patch_size=patch)
 
+    # Lengths are measured before training, on the full example (frames expanded to their image tokens):
+    # one over max_length is skipped and counted, never truncated, since a cut from the end drops the
+    # answer the loss is on, and a cut anywhere else can split an image's placeholder tokens.
+    longest, skipped = 0, 0
+
+    def fits(prompt: list[dict[str, Any]], answers: list[str], images: list[Any]) -> bool:
+        nonlocal longest, skipped
+        length = max(_token_length(processor, prompt + _answer(a), images) for a in answers)
+        longest = max(longest, length)
+        if config.max_length is not None and length > config.max_length:
+            skipped += 1
+            return False
+        return True
+
     sft_rows = []
     for chain in chains:
         prompt, images = _conversation(chain.messages, load_image)
-        sft_rows.append({"prompt": prompt, "completion": _answer(chain.answer), "images": images})
+        if fits(prompt, [chain.answer], images):
+            sft_rows.append({"prompt": prompt, "completion": _answer(chain.answer), "images": images})
     dpo_rows = []
     for pair in pairs:
         prompt, images = _conversation(pair.messages, load_image)
-        dpo_rows.append(
-            {"prompt": prompt, "chosen": _answer(pair.chosen), "rejected": _answer(pair.rejected), "images": images}
+        if fits(prompt, [pair.chosen, pair.rejected], images):
+            dpo_rows.append(
+                {"prompt": prompt, "chosen": _answer(pair.chosen), "rejected": _answer(pair.rejected), "images": images}
+            )
+    if not sft_rows:
+        raise ConfigError(
+            f"all {len(chains)} training chains are longer than --max-length {config.max_length} tokens "
+            f"(the longest has {longest}); raise --max-length, or lower --frames / the pixel budget"
         )
+    sft_steps, sft_epochs = plan_steps(len(sft_rows), config.epochs, config)
+    dpo_epochs_wanted = config.epochs if config.dpo_epochs is None else config.dpo_epochs
+    dpo_steps, dpo_epochs = plan_steps(len(dpo_rows), dpo_epochs_wanted, config)
 
     lora = peft.LoraConfig(
         r=config.rank,
@@ -201,7 +285,7 @@ def train_lora(
     common: dict[str, Any] = {
         "per_device_train_batch_size": config.batch_size,
         "gradient_accumulation_steps": config.grad_accum,
-        "max_length": config.max_length,
+        "max_length": None,  # every example was measured and fits: the trainer must never truncate
         "logging_steps": 1,
         "save_strategy": "no",
         "report_to": [],
@@ -219,7 +303,7 @@ def train_lora(
             model=model,
             args=trl.SFTConfig(
                 output_dir=str(Path(work) / "sft"),
-                max_steps=config.steps,
+                max_steps=sft_steps,
                 learning_rate=config.learning_rate,
                 **common,
             ),
@@ -235,7 +319,6 @@ def train_lora(
         sft_losses = _losses(sft.state.log_history)
         del sft
 
-        dpo_steps = config.steps if config.dpo_steps is None else config.dpo_steps
         dpo_losses: list[float] = []
         reward_accuracy = None
         changed_dpo = 0
@@ -278,6 +361,12 @@ def train_lora(
         dpo_pairs=len(dpo_rows),
         device="cuda" if cuda else "cpu",
         seconds=round(time.perf_counter() - started, 2),
+        sft_steps=sft_steps,
+        dpo_steps=dpo_steps if dpo_rows else 0,
+        sft_epochs=sft_epochs,
+        dpo_epochs=dpo_epochs if dpo_rows else 0.0,
+        skipped_too_long=skipped,
+        longest_tokens=longest,
     )
     del peft_model, model
     release_memory()
@@ -292,4 +381,13 @@ def release_memory() -> None:
         torch.cuda.empty_cache()
 
 
-__all__ = ["DEFAULT_TARGET_MODULES", "LoraTrainConfig", "TrainResult", "release_memory", "train_lora"]
+__all__ = [
+    "DEFAULT_TARGET_MODULES",
+    "TESTED_VERSIONS",
+    "LoraTrainConfig",
+    "TrainResult",
+    "check_versions",
+    "plan_steps",
+    "release_memory",
+    "train_lora",
+]

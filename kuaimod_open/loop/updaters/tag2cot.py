@@ -230,6 +230,10 @@ def write_chains(
                 counts.dropped_teacher_error += 1
                 dropped.append({"sample_id": sample.id, "why": f"teacher error: {gen.error}"})
                 continue
+            if gen.truncated:  # an unfinished chain would teach the student to stop mid-reasoning
+                counts.dropped_teacher_error += 1
+                dropped.append({"sample_id": sample.id, "why": "teacher error: the chain hit max_new_tokens"})
+                continue
             verdict = parse_verdict(gen.text, policy, sample, provenance)
             if verdict.status is not ParseStatus.OK or Flag.INCONSISTENT_CATEGORIES in verdict.flags:
                 counts.dropped_unparsed += 1
