@@ -262,10 +262,85 @@ def bench_faiss(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, settin
     return out
 
 
+def fill_store(url: str, vectors: np.ndarray) -> Any:
+    """A fresh store at ``url`` with one active precedent per vector (bulk insert, the rows add_precedent writes)."""
+    from datetime import UTC, datetime
+
+    from kuaimod_open.loop.store import Store
+
+    store = Store(url)
+    t = store.table("precedents")
+    with store.begin() as conn:
+        conn.execute(t.delete())
+    now = datetime.now(UTC)
+    for start in range(0, len(vectors), 10_000):
+        rows = [
+            {
+                "sample_id": f"s{i}",
+                "text": f"标题: case {i}",
+                "category": "BENIGN",
+                "decision": "allow",
+                "reason": "",
+                "author": "bench",
+                "embedding": vectors[i].tobytes(),
+                "created_at": now,
+            }
+            for i in range(start, min(len(vectors), start + 10_000))
+        ]
+        with store.begin() as conn:
+            conn.execute(t.insert(), rows)
+    return store
+
+
+def bench_store(url: str, base: np.ndarray, queries: np.ndarray, folder: Path) -> list[dict[str, Any]]:
+    """Precedent lookup through the store: the old in-memory brute force vs PrecedentIndex (ANN + row fetch)."""
+    from kuaimod_open.judge.policy import default_policy_path, load_policy
+    from kuaimod_open.loop.precedents import PrecedentIndex, active_precedents
+
+    policy = load_policy(default_policy_path())
+    t0 = time.perf_counter()
+    store = fill_store(url, base)
+    fill_s = time.perf_counter() - t0
+    backend = store.engine.dialect.name
+    rows: list[dict[str, Any]] = []
+
+    before, t0 = rss_mb(), time.perf_counter()
+    items = active_precedents(store)  # what PrecedentIndex did on open before the index
+    matrix = np.stack([np.frombuffer(blob or b"", dtype=np.float32) for _, blob in items])
+    open_s, mem = time.perf_counter() - t0, rss_mb() - before
+    times = []
+    for q in queries[:60]:
+        t1 = time.perf_counter()
+        order = np.argsort(-(matrix @ q))
+        [items[i][0] for i in order[:3]]
+        times.append(time.perf_counter() - t1)
+    rows.append({"backend": backend, "path": "before: load all + brute force", "open_s": round(open_s, 1)})
+    rows[-1].update({**pct(times), "memory_mb": round(mem, 0), "fill_s": round(fill_s, 1)})
+    del items, matrix
+    gc.collect()
+
+    embedder = E5Embedder(None)  # every row has its vector: nothing is embedded
+    t0 = time.perf_counter()
+    index = PrecedentIndex(store, embedder, policy, index_dir=folder)
+    build_s = time.perf_counter() - t0
+    before, t0 = rss_mb(), time.perf_counter()
+    index = PrecedentIndex(store, embedder, policy, index_dir=folder)
+    reopen_s = time.perf_counter() - t0
+    times, cpu = [], []
+    for q in queries:
+        t1, c1 = time.perf_counter(), time.thread_time()
+        index.search_vector(q, 3)
+        times.append(time.perf_counter() - t1)
+        cpu.append(time.thread_time() - c1)
+    rows.append({"backend": backend, "path": "PrecedentIndex (faiss + row fetch)", "open_s": round(reopen_s, 1)})
+    rows[-1].update({**pct(times, cpu), "build_s": round(build_s, 1), "memory_mb": round(rss_mb() - before, 0)})
+    return rows
+
+
 def main() -> None:
     """Run the benchmark and write the JSON results."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--compare-up-to", type=int, default=100_000, help="compare usearch at sizes up to this")
     parser.add_argument("--dtypes", nargs="+", default=["f16", "f32"])
     parser.add_argument("--connectivity", type=int, default=32)
@@ -274,6 +349,8 @@ def main() -> None:
     parser.add_argument("--brute-queries", type=int, default=60)
     parser.add_argument("--cache-dir", type=Path, default=None, help="embedding cache (default: $KUAIMOD_CACHE)")
     parser.add_argument("--embed-only", action="store_true")
+    parser.add_argument("--store", nargs="*", default=[], help="also look up through these store URLs (emptied!)")
+    parser.add_argument("--store-sizes", type=int, nargs="*", default=[10_000, 100_000])
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "precedent_ann.json")
     args = parser.parse_args()
 
@@ -292,6 +369,14 @@ def main() -> None:
         "expansion_add": args.expansion_add,
         "expansion_search": args.expansion_search,
     }
+    for n in args.store_sizes if args.store else []:
+        base, _ = grow(real, n)
+        for url in args.store:
+            with tempfile.TemporaryDirectory() as tmp:
+                for row in bench_store(url, base, queries, Path(tmp)):
+                    results.setdefault("store", []).append({"n": n, **row})
+                    print(json.dumps(results["store"][-1]), flush=True)
+        args.out.write_text(json.dumps(results, indent=1), encoding="utf-8")
     for n in args.sizes:
         base, stats = grow(real, n)
         probe = base[np.random.default_rng(3).choice(n, min(n, 500), replace=False)]

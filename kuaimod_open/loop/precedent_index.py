@@ -51,7 +51,7 @@ class AnnSettings(BaseModel):
 
     connectivity: int = Field(default=32, ge=4, le=128, description="graph edges per node (HNSW's M)")
     expansion_add: int = Field(default=64, ge=8, description="search depth while inserting (efConstruction)")
-    expansion_search: int = Field(default=64, ge=8, description="search depth per query (efSearch)")
+    expansion_search: int = Field(default=512, ge=8, description="search depth per query (efSearch)")
     dtype: str = Field(default="f16", pattern="^(f32|f16)$", description="vector storage: float32 or float16")
 
 
