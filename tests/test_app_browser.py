@@ -571,3 +571,40 @@ def test_config_lists_no_public_api(served: dict[str, Any]) -> None:
     assert [d.get("api_name") for d in config["dependencies"] if d.get("api_visibility") != "private"] == []
     info = page.request.get(served["url"] + "/gradio_api/info").json()
     assert info["named_endpoints"] == {}
+
+
+def test_login_over_http_is_rate_limited_and_audited(tmp_path: Path) -> None:
+    """#14 item 8: 30 wrong logins met no limit. The real login route of a served app with accounts."""
+    for module in ("gradio", "sqlalchemy", "httpx"):
+        pytest.importorskip(module)
+    import httpx
+
+    from kuaimod_open.app.access import Account, Role, hash_password
+    from kuaimod_open.app.config import ReviewConfig
+    from kuaimod_open.app.server import serve
+
+    config = ReviewConfig(
+        db=f"sqlite:///{tmp_path / 'review.db'}",
+        policy_default=REPO / "prompts" / "policy.yaml",
+        policy_versions_dir=tmp_path / "policies",
+        report_roots=(),
+        users={"ada": Account("ada", hash_password("right horse"), Role.ADMIN)},
+    )
+    port = _free_port()
+    demo = serve(config, "127.0.0.1", port, block=False)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=url, timeout=30) as client:
+            assert client.get("/config").status_code == 401  # nothing without a session
+            assert client.post("/login", data={"username": "ada", "password": "right horse"}).status_code == 200
+            codes = [client.post("/login", data={"username": "ada", "password": f"guess {i}"}).status_code
+                     for i in range(30)]  # fmt: skip
+            assert set(codes) == {400}
+            locked = client.post("/login", data={"username": "ada", "password": "right horse"})
+            assert locked.status_code == 400  # the right password is refused while the name is locked
+        refused = _query(tmp_path / "review.db", "SELECT actor, json_extract(detail, '$.reason') FROM review_audit "
+                                                 "WHERE action='login_refused'")  # fmt: skip
+        assert refused.count(("ada", "wrong name or password")) == 5
+        assert refused.count(("ada", "rate limited")) == 26
+    finally:
+        demo.close()
