@@ -355,7 +355,8 @@ def render(results: dict[str, Any]) -> str:
     lines = [
         "| backend, samples | queue page: new (p50 / p95 ms; client CPU ms) | old `review_queue` (ms; CPU ms; max RSS) "
         "| decision → next item: new (p50 / p95 ms; CPU ms) | old (ms) | page 20 deep (ms) | `kuaimod queue` (s) "
-        "| new app max RSS (MB) | import rows/s: new (per client CPU s) | old (per CPU s) | bytes / verdict | fill samples/min |",
+        "| new app max RSS (MB) | import rows/s: new (per client CPU s) | old (per CPU s) | bytes / verdict "
+        "| fill samples/min |",
         "|---|---|---|---|---|---|---:|---:|---|---|---:|---:|",
     ]
     for key, e in results.items():
