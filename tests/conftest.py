@@ -23,11 +23,13 @@ PG_ENV = "KUAIMOD_TEST_POSTGRES_URL"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def db_url(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A feedback-store URL: a fresh SQLite file, and (when $KUAIMOD_TEST_POSTGRES_URL names a scratch
     database, as .ci/run sets up) the same tests against PostgreSQL with an emptied schema."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'kuaimod.db'}"
+    # The precedent index of a PostgreSQL store lives in a folder of its own: this test's, not the user's cache.
+    monkeypatch.setenv("KUAIMOD_PRECEDENT_INDEX", str(tmp_path / "precedent_index"))
     url = os.environ.get(PG_ENV, "")
     if not url:
         pytest.skip(f"PostgreSQL store tests: set {PG_ENV}=postgresql+psycopg://user:pass@host/scratch_db")

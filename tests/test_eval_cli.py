@@ -185,7 +185,7 @@ def test_eval_of_an_existing_verdict_file(policy, bench, tmp_path):
 def test_policy_diff_cli_with_the_tiny_model(tiny_model, bench, tmp_path):
     new = tmp_path / "new.yaml"
     new.write_text(
-        (REPO / "prompts" / "policy.yaml").read_text(encoding="utf-8").replace('version: "1.0.0"', 'version: "1.0.1"'),
+        (REPO / "prompts" / "policy.yaml").read_text(encoding="utf-8").replace('version: "1.1.0"', 'version: "1.1.1"'),
         encoding="utf-8",
     )
     result = CliRunner().invoke(
@@ -208,6 +208,6 @@ def test_policy_diff_cli_with_the_tiny_model(tiny_model, bench, tmp_path):
         ],
     )
     assert result.exit_code == 0, result.output
-    assert "policy 1.0.0" in result.output and "~ *.version: 1.0.0 -> 1.0.1" in result.output
+    assert "policy 1.1.0" in result.output and "~ *.version: 1.1.0 -> 1.1.1" in result.output
     diff = json.loads((tmp_path / "diff.json").read_text(encoding="utf-8"))
     assert diff["n"] == 4 and diff["flips"] == []  # greedy decoding: same answers, nothing flips

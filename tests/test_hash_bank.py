@@ -54,6 +54,14 @@ def _policy_with(policy, **match):
     return policy.model_copy(update={"match": MatchPolicy(**match)})
 
 
+def _without_match(text: str) -> str:
+    """The policy file's text without its ``match:`` section (the section and its indented lines)."""
+    lines = text.splitlines(keepends=True)
+    start = next(i for i, line in enumerate(lines) if line.startswith("match:"))
+    end = next(i for i in range(start + 1, len(lines)) if lines[i].strip() and not lines[i].startswith(" "))
+    return "".join(lines[:start] + lines[end:])
+
+
 # --------------------------------------------------------------------------- hashes
 
 
@@ -311,7 +319,7 @@ def test_cli_bank_and_moderate_end_to_end(clips, tmp_path, tiny_model):
     from conftest import PROMPTS
 
     text = (PROMPTS / "policy.yaml").read_text(encoding="utf-8")
-    policy_file.write_text(text + "\nmatch:\n  act_alone: [PLAGIARISM]\n", encoding="utf-8")
+    policy_file.write_text(_without_match(text) + "\nmatch:\n  act_alone: [PLAGIARISM]\n", encoding="utf-8")
 
     added = runner.invoke(
         cli,
@@ -355,10 +363,35 @@ def test_policy_match_section_is_validated_and_absent_keeps_the_digest(policy):
     from kuaimod_open.errors import PolicyError
     from kuaimod_open.judge.policy import parse_policy
 
-    text = (Path(__file__).resolve().parent.parent / "prompts" / "policy.yaml").read_text(encoding="utf-8")
-    assert parse_policy(text).digest == policy.digest and policy.matching == MatchPolicy()
+    shipped = (Path(__file__).resolve().parent.parent / "prompts" / "policy.yaml").read_text(encoding="utf-8")
+    text = _without_match(shipped)
+    bare = parse_policy(text)
+    assert bare.match is None and bare.matching == MatchPolicy() and bare.digest != policy.digest
     with_section = parse_policy(text + "\nmatch:\n  act_alone: [PLAGIARISM]\n  max_distance: 24\n")
-    assert with_section.matching.act_alone == ("PLAGIARISM",) and with_section.digest != policy.digest
+    assert with_section.matching.act_alone == ("PLAGIARISM",) and with_section.digest != bare.digest
     for bad in ("act_alone: [BENIGN]", "act_alone: [NOPE]", "no_auto_bank: [NOPE]", "max_distance: 300"):
         with pytest.raises(PolicyError, match="match"):
             parse_policy(text + f"\nmatch:\n  {bad}\n")
+
+
+def test_shipped_policy_lets_a_match_act_alone_only_where_the_footage_is_the_violation(clips, policy):
+    """The shipped policy (prompts/policy.yaml `match`): footage-intrinsic harms act on a match alone; categories
+    where context, text, ownership or labelling decide (news re-use, debunking, the owner's own upload) go to a
+    person. Pins the trust-and-safety decision so an edit to the list is a deliberate, reviewed change."""
+    from kuaimod_open.ingest.sample import Sample
+
+    assert set(policy.matching.act_alone) == {"MINOR_HARM", "PORN_VULGAR", "CONTRABAND", "MINOR_BEHAVIOR"}
+    assert policy.matching.max_distance == 31 and policy.matching.min_query_fraction == 0.5
+    reupload = Sample(id="x", hashes=hash_video(clips["bikes_small"]))
+    hashes = hash_video(clips["bikes"])
+    decided = {}
+    for code in [c.code for c in policy.categories if c.code != policy.benign]:
+        decision = Decision.RESTRICT if code in ("MINOR_BEHAVIOR", "PLAGIARISM") else Decision.BLOCK
+        entry = BankEntry(id=code, category=code, decision=decision, hashes=hashes)
+        verdict = MatchStage(BankIndex([entry]), policy).verdicts([reupload])[0]
+        assert verdict is not None and verdict.stage is Stage.MATCH
+        decided[code] = verdict.decision
+    assert decided.pop("MINOR_HARM") is Decision.BLOCK and decided.pop("PORN_VULGAR") is Decision.BLOCK
+    assert decided.pop("CONTRABAND") is Decision.BLOCK and decided.pop("MINOR_BEHAVIOR") is Decision.RESTRICT
+    # ILLEGAL, POLITICAL, HATE, MISINFO, the commercial ones, PLAGIARISM, NO_AI_LABEL...: a person decides.
+    assert decided and set(decided.values()) == {Decision.REVIEW}

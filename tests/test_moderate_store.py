@@ -68,7 +68,7 @@ def test_moderate_records_into_the_store_and_uses_precedents(tiny_model, tmp_pat
     assert set(verdicts) == {"n1", "n2"}
     assert verdicts["n1"][1].precedents == [str(pid)]
     assert stored_samples(store)["n1"].title == "加微信领红包"
-    assert verdicts["n1"][1].provenance.policy_version == "1.0.0"  # the store's active policy
+    assert verdicts["n1"][1].provenance.policy_version == "1.1.0"  # the store's active policy
 
 
 def test_precedents_need_a_store(tmp_path):

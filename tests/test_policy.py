@@ -154,7 +154,7 @@ def test_non_benign_allow_is_rejected():
 
 
 def test_duplicate_yaml_key_is_reported_with_its_line():
-    text = _broken('version: "1.0.0"\n', 'version: "1.0.0"\nversion: "2.0.0"\n')
+    text = _broken('version: "1.1.0"\n', 'version: "1.1.0"\nversion: "2.0.0"\n')
     with pytest.raises(PolicyError, match=r"p.yaml:\d+: duplicate key 'version'") as info:
         parse_policy(text, source="p.yaml")
     line = _line_of(text, 'version: "2.0.0"')
@@ -188,7 +188,7 @@ def test_missing_file_says_how_to_fix(tmp_path):
 
 
 def test_numeric_version_is_kept_as_text():
-    assert parse_policy(_broken('version: "1.0.0"', "version: 2.1")).version == "2.1"
+    assert parse_policy(_broken('version: "1.1.0"', "version: 2.1")).version == "2.1"
 
 
 def test_strictest_decision_rank():

@@ -36,7 +36,7 @@ def store(db_url) -> Store:
 
 def test_policy_versions_save_activate_and_roll_back(store, tmp_path):
     policy, path = active_policy(store, default=SHIPPED)
-    assert path == SHIPPED and policy.version == "1.0.0"
+    assert path == SHIPPED and policy.version == "1.1.0"
     text = SHIPPED.read_text(encoding="utf-8")
     with pytest.raises(ConfigError, match="already exists; bump"):
         save_policy_version(store, text.replace("Crude humour", "Crude jokes"), tmp_path / "v")
@@ -44,20 +44,20 @@ def test_policy_versions_save_activate_and_roll_back(store, tmp_path):
         save_policy_version(store, text.replace("action: block", "action: nuke", 1), tmp_path / "v")
     v2 = save_policy_version(
         store,
-        text.replace('version: "1.0.0"', 'version: "1.1.0"').replace("Crude humour", "Jokes"),
+        text.replace('version: "1.1.0"', 'version: "1.2.0"').replace("Crude humour", "Jokes"),
         tmp_path / "v",
         note="clarify benign",
         author="alice",
     )
-    assert v2.status is Status.CANDIDATE and Path(v2.path).name == "policy.v1.1.0.yaml"
+    assert v2.status is Status.CANDIDATE and Path(v2.path).name == "policy.v1.2.0.yaml"
     assert SHIPPED.read_text(encoding="utf-8") == text  # never edited in place
-    assert '-  version: "1.0.0"' not in policy_diff_text(SHIPPED, v2.path)
-    assert '+version: "1.1.0"' in policy_diff_text(SHIPPED, v2.path)
+    assert '-  version: "1.1.0"' not in policy_diff_text(SHIPPED, v2.path)
+    assert '+version: "1.2.0"' in policy_diff_text(SHIPPED, v2.path)
     activate(store, v2.id)
-    assert active_policy(store)[0].version == "1.1.0"
+    assert active_policy(store)[0].version == "1.2.0"
     back = rollback(store, "policy")
-    assert back.name == "1.0.0" and active_policy(store)[0].version == "1.0.0"
-    assert rollback(store, "policy", to="1.1.0").name == "1.1.0"
+    assert back.name == "1.1.0" and active_policy(store)[0].version == "1.1.0"
+    assert rollback(store, "policy", to="1.2.0").name == "1.2.0"
     assert [a.status for a in history(store, "policy")] == [Status.RETIRED, Status.ACTIVE]
 
 
@@ -99,7 +99,7 @@ def test_gate_rejects_a_regression_hidden_by_the_average(policy):
     base = _report(policy, _answers(["BENIGN"] * 4 + ["PORN_VULGAR"] + ["BENIGN"] * 3 + ["PRIVATE_DEAL"] * 4))
     # better on average, but one category loses half of its recall (two samples)
     worse = _report(policy, _answers(["BENIGN"] * 4 + ["PORN_VULGAR"] * 4 + ["PRIVATE_DEAL"] * 2 + ["BENIGN"] * 2))
-    result = compare("policy", "1.1.0", "1.0.0", worse, base, GateConfig(target="violative_recall"))
+    result = compare("policy", "1.2.0", "1.1.0", worse, base, GateConfig(target="violative_recall"))
     assert result.candidate_metrics["violative_recall"] > result.baseline_metrics["violative_recall"]
     assert not result.passed
     assert any("PRIVATE_DEAL recall regressed" in r for r in result.reasons)
@@ -109,8 +109,8 @@ def test_a_single_lost_sample_is_not_a_category_regression_by_default(policy):
     base = _report(policy, _answers(["BENIGN"] * 4 + ["PORN_VULGAR"] + ["BENIGN"] * 3 + ["PRIVATE_DEAL"] * 4))
     one_less = _report(policy, _answers(["BENIGN"] * 4 + ["PORN_VULGAR"] * 4 + ["PRIVATE_DEAL"] * 3 + ["BENIGN"]))
     config = GateConfig(target="violative_recall")
-    assert compare("policy", "1.1.0", "1.0.0", one_less, base, config).passed  # 1 of 4: noise on 12 rows
-    strict = compare("policy", "1.1.0", "1.0.0", one_less, base, GateConfig(target="violative_recall", min_lost=1))
+    assert compare("policy", "1.2.0", "1.1.0", one_less, base, config).passed  # 1 of 4: noise on 12 rows
+    strict = compare("policy", "1.2.0", "1.1.0", one_less, base, GateConfig(target="violative_recall", min_lost=1))
     assert not strict.passed and any("PRIVATE_DEAL recall regressed" in r for r in strict.reasons)
 
 

@@ -176,7 +176,7 @@ def test_a_relabel_retires_the_old_precedent(db, policy):
     first = add_precedent(store, sample, "HATE", "block", reason="", author="r1")
     second = add_precedent(store, sample, "BENIGN", "allow", reason="appeal upheld", author="r2")
     index = PrecedentIndex(store, FakeEmbedder(), policy)
-    assert [p.id for p in index.precedents] == [second] and first != second
+    assert [p.id for p, _ in index.search(Sample(id="q", title="标题"), k=5)] == [second] and first != second
 
 
 def test_real_multilingual_embeddings_find_the_chinese_case(db, policy, tmp_path):

@@ -64,7 +64,7 @@ def test_proposal_adds_examples_includes_and_excludes(store, policy):
     _decided(store, policy, "c", "正常的做饭视频", "BENIGN", "BENIGN")  # agreement: nothing to learn
     proposal = propose_policy(store, policy)
     new = proposal.policy
-    assert new.version == "1.0.1"
+    assert new.version == "1.1.1"
     assert "代购茅台加微信私聊" in new.category("PRIVATE_DEAL").examples
     assert "留联系方式引导站外交易" in new.category("PRIVATE_DEAL").includes
     assert any("MISINFO" in e and "伪科学" in e for e in new.category("HATE").excludes)
@@ -79,8 +79,8 @@ def test_update_without_a_predictor_saves_a_candidate_only(store, policy, tmp_pa
     assert result.candidate.status is Status.CANDIDATE and result.gate is None
     assert Path(result.candidate.path).read_text(encoding="utf-8").startswith("# Proposed by `kuaimod update policy`")
     diff = result.diff_path.read_text(encoding="utf-8")
-    assert "+  - 加我V：abc123 便宜出" in diff and "-version: 1.0.0" in diff and "+version: 1.0.1" in diff
-    assert "1.0.1" in (tmp_path / "versions" / "CHANGELOG.md").read_text(encoding="utf-8")
+    assert "+  - 加我V：abc123 便宜出" in diff and "-version: 1.1.0" in diff and "+version: 1.1.1" in diff
+    assert "1.1.1" in (tmp_path / "versions" / "CHANGELOG.md").read_text(encoding="utf-8")
     again = update_policy(store, SHIPPED, tmp_path / "versions")  # cron re-run: watermark says nothing new
     assert again.candidate is None and "nothing to do" in again.message
 
@@ -93,7 +93,7 @@ def test_the_gate_promotes_a_helpful_update_and_rejects_a_harmful_edit(store, po
     golden += [Sample(id=f"n{i}", title=f"风景视频 {i}", label="正向") for i in range(4)]
     result = update_policy(store, SHIPPED, tmp_path / "v", predictor=phrase_predictor, golden=golden)
     assert result.gate.passed, result.gate.reasons
-    assert active_policy(store)[0].version == "1.0.1"
+    assert active_policy(store)[0].version == "1.1.1"
     assert (
         result.gate.candidate_metrics["violative_recall"] == 1.0
         and result.gate.baseline_metrics["violative_recall"] == 0
@@ -105,12 +105,12 @@ def test_the_gate_promotes_a_helpful_update_and_rejects_a_harmful_edit(store, po
     from kuaimod_open.loop.gate import compare, record
 
     current = active_policy(store)[0]
-    data = current.model_dump(mode="json") | {"version": "1.0.2", "min_confidence": 0.99}
+    data = current.model_dump(mode="json") | {"version": "1.1.2", "min_confidence": 0.99}
     harmful = parse_policy(yaml.safe_dump(data, allow_unicode=True))
     verdict = compare(
         "policy",
-        "1.0.2",
-        "1.0.1",
+        "1.1.2",
+        "1.1.1",
         evaluate(golden, phrase_predictor(golden, harmful), harmful),
         evaluate(golden, phrase_predictor(golden, current), current),
     )
@@ -148,11 +148,11 @@ def test_cli_feedback_precedents_update_history_and_rollback(store, policy, tmp_
     assert out.exit_code == 0, out.output
     assert "PRIVATE_DEAL.includes += '私聊我'" in out.output and "not gated" in out.output
     hist = runner.invoke(cli, ["history", "policy", "--db", db]).output
-    assert "active" in hist and "candidate" in hist and "1.0.1" in hist
-    out = runner.invoke(cli, ["rollback", "policy", "--to", "1.0.1", "--db", db])
-    assert out.exit_code == 0 and "active policy is now 1.0.1" in out.output
+    assert "active" in hist and "candidate" in hist and "1.1.1" in hist
+    out = runner.invoke(cli, ["rollback", "policy", "--to", "1.1.1", "--db", db])
+    assert out.exit_code == 0 and "active policy is now 1.1.1" in out.output
     out = runner.invoke(cli, ["rollback", "policy", "--db", db])
-    assert "active policy is now 1.0.0" in out.output
+    assert "active policy is now 1.1.0" in out.output
     assert [a.status for a in history(store, "policy")] == [Status.ACTIVE, Status.RETIRED]
     export = tmp_path / "fb_out.jsonl"
     assert runner.invoke(cli, ["feedback", "export", "--db", db, "--out", str(export)]).exit_code == 0
@@ -163,6 +163,6 @@ def test_next_proposal_skips_versions_already_taken(store, policy, tmp_path):
     _decided(store, policy, "a", "加我扣扣：998877", "BENIGN", "PRIVATE_DEAL")
     first = update_policy(store, SHIPPED, tmp_path / "v")
     _decided(store, policy, "b", "包治百病", "BENIGN", "MISINFO")
-    second = update_policy(store, SHIPPED, tmp_path / "v")  # base is still 1.0.0: 1.0.1 is taken
-    assert (first.candidate.name, second.candidate.name) == ("1.0.1", "1.0.2")
+    second = update_policy(store, SHIPPED, tmp_path / "v")  # base is still 1.1.0: 1.1.1 is taken
+    assert (first.candidate.name, second.candidate.name) == ("1.1.1", "1.1.2")
     assert "加我扣扣：998877" not in Path(second.candidate.path).read_text(encoding="utf-8")  # only new cases

@@ -79,10 +79,49 @@ def promote_cmd(db: str, policy: Path | None, embed: bool) -> None:
     from kuaimod_open.core.embedding import E5Embedder
     from kuaimod_open.loop.precedents import promote_decisions
 
-    created = promote_decisions(
-        Store(db), load_policy(policy or default_policy_path()), embedder=E5Embedder() if embed else None
-    )
+    store, the_policy = Store(db), load_policy(policy or default_policy_path())
+    created = promote_decisions(store, the_policy, embedder=E5Embedder() if embed else None)
     click.echo(f"{len(created)} precedents created")
+    if created and embed:  # the new cases go into the precedent index now, not at the next lookup
+        from kuaimod_open.loop.precedents import PrecedentIndex
+
+        index = PrecedentIndex(store, E5Embedder(), the_policy)
+        click.echo(f"precedent index: {len(index)} cases ({index.folder or 'not persisted'})")
+
+
+@precedents_group.command("reindex")
+@db_option
+@click.option(
+    "--index-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder of the precedent index [default: beside a SQLite file; $KUAIMOD_PRECEDENT_INDEX or "
+    "$KUAIMOD_CACHE/precedent_index/<digest> for PostgreSQL].",
+)
+@click.option("--check", is_flag=True, help="Only catch the index up with the store and report; no full rebuild.")
+def reindex_cmd(db: str, index_dir: Path | None, check: bool) -> None:
+    """Rebuild the precedent index (approximate nearest neighbours) from the store.
+
+    \b
+    Example:
+      kuaimod precedents reindex --db sqlite:///kuaimod.db
+      kuaimod precedents reindex --db postgresql+psycopg://u:p@host/db --index-dir /var/lib/kuaimod/precedents
+    """
+    import time
+
+    from kuaimod_open.core.embedding import E5Embedder
+    from kuaimod_open.loop.precedents import PrecedentIndex
+
+    start = time.perf_counter()
+    index = PrecedentIndex(Store(db), E5Embedder(), load_policy(default_policy_path()), index_dir=index_dir)
+    report = index.last_sync if check else index.rebuild()
+    verb = "checked" if check else "rebuilt"
+    click.echo(
+        f"precedent index {verb}: {len(index)} active cases, {report.added} added, {report.removed} removed"
+        f"{', stale index rebuilt' if check and report.rebuilt else ''}"
+        f"{', reconciled with the store' if report.reconciled else ''} "
+        f"in {time.perf_counter() - start:.1f}s ({index.folder or 'in memory only'})"
+    )
 
 
 @precedents_group.command("list")

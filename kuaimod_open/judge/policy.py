@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import stat
 from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
@@ -288,29 +289,68 @@ def _no_duplicates(section: str, key: str, values: list[str]) -> None:
 # --------------------------------------------------------------------------- loading
 
 
+# Bounds on what a policy file may cost. The shipped policy is 10 KB, ~400 YAML nodes and renders to
+# ~6k characters; these leave two orders of magnitude of room and stop a hostile or broken file
+# (a 45 MB description, a YAML alias bomb) before it eats memory or is sent with every request.
+MAX_POLICY_BYTES = 1 << 20
+MAX_YAML_NODES = 100_000  # counted with every alias expanded
+MAX_POLICY_PROMPT_CHARS = 100_000  # policy.render(): the policy's share of every prompt
+
+
 def load_policy(path: str | Path) -> Policy:
     """Read and validate a policy file.
 
     Raises:
-        PolicyError: the file is missing, is not valid YAML, or breaks the schema. The message
-            names the file, the line and the field.
+        PolicyError: the file is missing, not a regular file, over ``MAX_POLICY_BYTES``, not valid
+            YAML, or breaks the schema or a size bound. The message names the file, the line and the field.
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise PolicyError(f"Cannot read policy file {path}: not a regular file")
+        if info.st_size > MAX_POLICY_BYTES:
+            raise PolicyError(_too_big(str(path), info.st_size))
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_POLICY_BYTES + 1)  # the file may grow after stat()
+        if len(raw) > MAX_POLICY_BYTES:
+            raise PolicyError(_too_big(str(path), len(raw)))
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise PolicyError(f"Policy file not found: {path}. Pass --policy with the path of a policy YAML.") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise PolicyError(f"Cannot read policy file {path}: {exc}") from None
     return parse_policy(text, source=str(path))
 
 
+def _too_big(source: str, size: int) -> str:
+    return (
+        f"{source}: the policy is {size:,} bytes; the limit is {MAX_POLICY_BYTES:,} "
+        "(a policy is definitions and a few examples per category: move long material out of it)"
+    )
+
+
 def parse_policy(text: str, source: str = "<policy>") -> Policy:
-    """Validate policy YAML text. ``source`` names the file in error messages."""
+    """Validate policy YAML text. ``source`` names the file in error messages.
+
+    Raises:
+        PolicyError: invalid YAML or schema, or over a size bound (``MAX_POLICY_BYTES``,
+            ``MAX_YAML_NODES`` with aliases expanded, ``MAX_POLICY_PROMPT_CHARS`` rendered).
+    """
+    if len(text) > MAX_POLICY_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_POLICY_BYTES:
+        raise PolicyError(_too_big(source, len(text.encode("utf-8", "surrogatepass"))))
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         if node is None:
             raise PolicyError(f"{source}: the policy file is empty")
+        # Aliases make a small file stand for a huge document (an "alias bomb": 9 levels of 10
+        # aliases are 10^9 nodes). Count the expanded size without expanding, before anything walks it.
+        nodes = _expanded_nodes(node)
+        if nodes > MAX_YAML_NODES:
+            raise PolicyError(
+                f"{source}: the policy expands to {_short_count(nodes)} YAML nodes once its aliases (*name) are "
+                f"resolved; the limit is {MAX_YAML_NODES:,} (an alias bomb?). Write the policy without nested aliases."
+            )
         lines: dict[tuple[str | int, ...], int] = {}
         _index_lines(node, (), lines, source)
         # Composing checks the syntax only; constructing can still fail (e.g. a bare "=" is YAML's
@@ -321,12 +361,55 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
         where = f"{source}:{mark.line + 1}" if mark is not None else source
         problem = getattr(exc, "problem", None) or str(exc)
         raise PolicyError(f"{where}: not valid YAML: {problem}") from None
+    except RecursionError:
+        raise PolicyError(f"{source}: the policy is nested too deeply to be a policy file") from None
     if not isinstance(data, dict):
         raise PolicyError(f"{source}:1: the policy must be a mapping with keys version, name, benign, categories")
     try:
-        return Policy.model_validate(data)
+        policy = Policy.model_validate(data)
     except ValidationError as exc:
         raise PolicyError(_format_errors(exc, source, lines)) from None
+    rendered = len(policy.render())
+    if rendered > MAX_POLICY_PROMPT_CHARS:
+        raise PolicyError(
+            f"{source}: the policy renders to {rendered:,} characters of prompt text, sent with every request; "
+            f"the limit is {MAX_POLICY_PROMPT_CHARS:,}. Shorten the description, definitions or examples."
+        )
+    return policy
+
+
+def _expanded_nodes(root: yaml.Node) -> int:
+    """How many nodes the document has with every alias expanded, computed on the shared graph."""
+    size: dict[int, int] = {}
+    pending: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in size:
+            continue
+        children = _children(node)
+        if children_done:
+            size[id(node)] = 1 + sum(size.get(id(c), 0) for c in children)
+            pending.discard(id(node))
+            continue
+        if id(node) in pending:  # a node inside itself: endless once expanded
+            return MAX_YAML_NODES + 1
+        pending.add(id(node))
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in size)
+    return size[id(root)]
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _short_count(n: int) -> str:
+    return f"{n:,}" if n < 10**12 else f"about 10^{len(str(n)) - 1}"
 
 
 def _index_lines(

@@ -25,6 +25,10 @@ from kuaimod_open.ingest.sample import Sample
 from kuaimod_open.judge.policy import Policy
 
 USER_MARKER = "<!-- user -->"
+# Size bounds. The shipped template is 2.4 KB and a full prompt with clipped fields ~14k characters;
+# the rendered policy alone is bounded by kuaimod_open.judge.policy.MAX_POLICY_PROMPT_CHARS.
+MAX_TEMPLATE_BYTES = 256 << 10
+MAX_PROMPT_CHARS = 200_000
 FRAMES_PLACEHOLDER = "$frames"
 
 # Placeholders a template may use. The frames placeholder is structural (images are interleaved
@@ -107,14 +111,22 @@ def load_template(path: str | Path | None = None) -> Template:
         path = prompts_dir() / "moderation.md"
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        if path.exists() and not path.is_file():
+            raise PromptError(f"Cannot read prompt template {path}: not a regular file")
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_TEMPLATE_BYTES + 1)
+        text = raw.decode("utf-8")
     except OSError as exc:
         raise PromptError(f"Cannot read prompt template {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise PromptError(f"Cannot read prompt template {path}: not UTF-8 text") from None
     return parse_template(text, source=str(path))
 
 
 def parse_template(text: str, source: str = "<template>") -> Template:
-    """Validate template text: known placeholders only, required ones present, one user marker."""
+    """Validate template text: known placeholders only, required ones present, one user marker, size bounded."""
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_TEMPLATE_BYTES:
+        raise PromptError(f"{source}: the template is over the {MAX_TEMPLATE_BYTES:,} byte limit")
     if text.count(USER_MARKER) != 1:
         raise PromptError(f"{source}: the template must contain the line '{USER_MARKER}' exactly once")
     system, user = (part.strip("\n") for part in text.split(USER_MARKER))
@@ -196,7 +208,15 @@ def build_messages(
     for position, frame in enumerate(sample.frames, start=1):
         parts += [f"{frame.label(position)}: ", ImagePart(frame.path), "\n"]
     parts.append(string.Template(after).substitute(values))
-    return (Message("system", (system,)), Message("user", tuple(_merge_text(parts))))
+    messages = (Message("system", (system,)), Message("user", tuple(_merge_text(parts))))
+    size = sum(len(m.text) for m in messages)
+    if size > MAX_PROMPT_CHARS:
+        # Untrusted fields are clipped; what is left is the template, the policy and the precedents.
+        raise PromptError(
+            f"the prompt for {sample.id!r} is {size:,} characters; the limit is {MAX_PROMPT_CHARS:,} "
+            "(shorten the policy, the template or the precedents)"
+        )
+    return messages
 
 
 def _merge_text(parts: Sequence[Part]) -> list[Part]:

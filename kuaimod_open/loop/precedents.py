@@ -9,9 +9,11 @@ A relabelled case retires its older precedent; a retired precedent is never retr
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import NamedTuple
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 from pydantic import BaseModel
@@ -25,6 +27,7 @@ from kuaimod_open.judge.flags import Flag
 from kuaimod_open.judge.policy import Policy
 from kuaimod_open.judge.verdict import Verdict
 from kuaimod_open.loop.feedback import LABEL_KINDS, feedback_rows, stored_samples
+from kuaimod_open.loop.precedent_index import AnnSettings, IndexMeta, VectorIndex, anchor_of, index_folder
 from kuaimod_open.loop.store import Store
 
 CASE_TEXT_CHARS = 600  # e5-small windows at 512 tokens; the head of a case carries its gist
@@ -138,33 +141,229 @@ def active_precedents(store: Store) -> list[tuple[Precedent, bytes | None]]:
     return [(Precedent.model_validate({k: getattr(r, k) for k in Precedent.model_fields}), r.embedding) for r in rows]
 
 
-class PrecedentIndex:
-    """Active precedents held in memory for fast top-k retrieval by cosine similarity."""
+class SyncReport(NamedTuple):
+    """What one catch-up with the store changed in the index."""
 
-    def __init__(self, store: Store, embedder: Embedder, policy: Policy) -> None:
+    added: int = 0
+    removed: int = 0
+    rebuilt: bool = False
+    reconciled: bool = False
+
+    @property
+    def changed(self) -> bool:
+        """Whether the index differs from what was loaded."""
+        return bool(self.added or self.removed or self.rebuilt or self.reconciled)
+
+
+_SYNC_CHUNK = 20_000  # store rows read per round trip while catching up
+_MAX_STALE_SHARE = 0.2  # removed ids in the graph beyond which opening rebuilds it
+
+
+class PrecedentIndex:
+    """Active precedents, retrieved by cosine similarity through an ANN index kept beside the store.
+
+    Opening loads the saved index (:mod:`kuaimod_open.loop.precedent_index`), catches it up with the
+    store (new rows added, late or vanished rows reconciled, a replaced store or another embedder
+    rebuilt) and saves it when that changed anything. While open, new precedents are picked up at
+    most ``refresh_s`` seconds after they are stored. Every result is fetched from the store with
+    ``retired_at IS NULL`` and re-scored exactly on its stored vector: a retired precedent is never
+    returned, and scores are the exact cosines brute force gave.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        embedder: Embedder,
+        policy: Policy,
+        *,
+        index_dir: str | Path | None = None,
+        persist: bool = True,
+        settings: AnnSettings | None = None,
+        refresh_s: float = 5.0,
+    ) -> None:
+        self.store = store
         self.embedder = embedder
         self.policy = policy
-        items = active_precedents(store)
-        self.precedents = [p for p, _ in items]
-        missing = [i for i, (_, blob) in enumerate(items) if blob is None]
-        vectors = [np.frombuffer(blob, dtype=np.float32) if blob is not None else None for _, blob in items]
-        if missing:  # precedents stored without a vector (e.g. imported before embeddings were on)
-            fresh = embedder.passages([self.precedents[i].text for i in missing])
-            for i, v in zip(missing, fresh, strict=True):
-                vectors[i] = v
-        self.matrix = np.stack(vectors) if vectors else np.zeros((0, 384), dtype=np.float32)  # type: ignore[arg-type]
+        self.settings = settings or AnnSettings()
+        self.refresh_s = refresh_s
+        self.folder = index_folder(store.url, index_dir) if persist else None
+        self.meta: IndexMeta | None = None
+        self._ann: VectorIndex | None = None
+        self._dirty = False
+        self._synced_at = 0.0
+        loaded = VectorIndex.load(self.folder) if self.folder is not None else None
+        if loaded is not None and loaded[1].embedder == embedder.name:
+            self._ann, self.meta = loaded
+        self.last_sync = self.sync(check=True)
+        if self._dirty:
+            self.save()
+
+    # ------------------------------------------------------------------ keeping up with the store
+
+    def _reset(self) -> None:
+        self._ann, self.meta, self._dirty = None, None, True
+
+    def _vectors(self, rows: Sequence[Any]) -> np.ndarray:
+        """Each row's stored vector, or its text embedded now (and cached) when it has none of the right size."""
+        dim = self._ann.dim if self._ann is not None else getattr(self.embedder, "dim", None)
+        stored = [np.frombuffer(r.embedding, dtype=np.float32) if r.embedding else None for r in rows]
+        if dim is None:
+            dim = next((len(v) for v in stored if v is not None), None)
+        missing = [i for i, v in enumerate(stored) if v is None or len(v) != dim]
+        if missing:  # precedents stored without a vector (e.g. promoted with --no-embed)
+            fresh = self.embedder.passages([rows[i].text for i in missing])
+            for i, vector in zip(missing, fresh, strict=True):
+                stored[i] = vector
+        return np.stack([np.asarray(v, dtype=np.float32) for v in stored])
+
+    def _add(self, rows: Sequence[Any]) -> int:
+        if not rows:
+            return 0
+        vectors = self._vectors(rows)
+        if self._ann is None:
+            self._ann = VectorIndex(vectors.shape[1], self.settings)
+        return self._ann.add([int(r.id) for r in rows], vectors)
+
+    def sync(self, *, check: bool = False, full: bool = False) -> SyncReport:
+        """Catch the index up with the store.
+
+        Always: rows above the index's mark are read and the active ones added. ``check`` (on open):
+        also verify the mark (a replaced store is rebuilt) and the row count below it (rows that
+        appeared late or vanished are reconciled). ``full``: reconcile every id (drops retired ones).
+        """
+        sa, t = self.store.sa, self.store.table("precedents")
+        cols = (t.c.id, t.c.sample_id, t.c.text, t.c.embedding, t.c.retired_at, t.c.created_at)
+        added = removed = 0
+        rebuilt = reconciled = False
+        with self.store.engine.connect() as conn:
+            if self.meta is not None and (check or full) and self.meta.max_id:
+                row = conn.execute(sa.select(*cols).where(t.c.id == self.meta.max_id)).first()
+                if row is None or anchor_of(row.sample_id, row.text, row.created_at) != self.meta.anchor:
+                    self._reset()  # the store was replaced or rows were deleted: start again
+                    rebuilt = True
+                elif self._ann is not None and self._ann.stale_share > _MAX_STALE_SHARE:
+                    self._reset()  # mostly retired cases in the graph: a fresh one is smaller and faster
+                    rebuilt = True
+            max_id = self.meta.max_id if self.meta else 0
+            seen = self.meta.seen if self.meta else 0
+            anchor_text = self.meta.anchor if self.meta else ""
+            while True:
+                rows = conn.execute(sa.select(*cols).where(t.c.id > max_id).order_by(t.c.id).limit(_SYNC_CHUNK)).all()
+                if not rows:
+                    break
+                added += self._add([r for r in rows if r.retired_at is None])
+                last = rows[-1]
+                max_id, seen, anchor_text = (
+                    int(last.id),
+                    seen + len(rows),
+                    anchor_of(last.sample_id, last.text, last.created_at),
+                )
+            if check or full:
+                # count(*) of the whole table is answered from an index on both backends; the range count
+                # below scans SQLite's table rows (2.6 s at 10^5 cases), so it only confirms a mismatch.
+                total = int(conn.execute(sa.select(sa.func.count()).select_from(t)).scalar())
+                if total != seen:
+                    total = int(
+                        conn.execute(sa.select(sa.func.count()).select_from(t).where(t.c.id <= max_id)).scalar()
+                    )
+                if full or total != seen:
+                    active = {int(r[0]) for r in conn.execute(sa.select(t.c.id).where(t.c.retired_at.is_(None)))}
+                    have = self._ann.keys() if self._ann is not None else set()
+                    if self._ann is not None:
+                        removed += self._ann.remove(have - active)
+                    todo = sorted(active - have)
+                    for start in range(0, len(todo), _SYNC_CHUNK):
+                        chunk = todo[start : start + _SYNC_CHUNK]
+                        added += self._add(conn.execute(sa.select(*cols).where(t.c.id.in_(chunk))).all())
+                    seen, reconciled = total, total != seen or bool(removed or todo)
+        if self._ann is not None or max_id:
+            base = self.meta or IndexMeta(
+                library=VectorIndex.library(),
+                embedder=self.embedder.name,
+                dim=self._ann.dim if self._ann is not None else 0,
+                settings=self.settings,
+                file="",
+            )
+            dim = self._ann.dim if self._ann is not None else base.dim
+            self.meta = base.model_copy(
+                update={"max_id": max_id, "seen": seen, "anchor": anchor_text, "count": len(self), "dim": dim}
+            )
+        report = SyncReport(added, removed, rebuilt, reconciled)
+        self._dirty = self._dirty or report.changed or (self.meta is not None and not self.meta.file)
+        self._synced_at = time.monotonic()
+        return report
+
+    def rebuild(self) -> SyncReport:
+        """Forget the index and build it again from the store (``kuaimod precedents reindex``), then save."""
+        self._reset()
+        report = self.sync(check=True)
+        self.save()
+        return report._replace(rebuilt=True)
+
+    def save(self) -> None:
+        """Write the index beside the store (when persisted and there is anything to write)."""
+        if self.folder is None or self._ann is None or self.meta is None:
+            return
+        self.meta = self._ann.save(self.folder, self.meta)
+        self._dirty = False
 
     def __len__(self) -> int:
-        return len(self.precedents)
+        return len(self._ann) if self._ann is not None else 0
+
+    # ------------------------------------------------------------------ queries
+
+    def _active(self, ids: Sequence[int]) -> dict[int, tuple[Precedent, bytes | None]]:
+        """The active precedents among ``ids`` (one primary-key query), with their stored vectors."""
+        if not ids:
+            return {}
+        t = self.store.table("precedents")
+        cols = [t.c[name] for name in Precedent.model_fields] + [t.c.embedding]
+        with self.store.engine.connect() as conn:
+            rows = conn.execute(self.store.sa.select(*cols).where(t.c.id.in_(ids), t.c.retired_at.is_(None))).all()
+        return {
+            int(r.id): (Precedent.model_validate({k: getattr(r, k) for k in Precedent.model_fields}), r.embedding)
+            for r in rows
+        }
+
+    def search_vector(
+        self, vector: np.ndarray, k: int = 3, *, exclude_sample: str | None = None
+    ) -> list[tuple[Precedent, float]]:
+        """The ``k`` active precedents nearest ``vector`` (cosine), best first, skipping ``exclude_sample``'s own."""
+        if k <= 0:
+            return []
+        if time.monotonic() - self._synced_at > self.refresh_s:
+            self.sync()
+        if self._ann is None or not len(self._ann):
+            return []
+        query = np.asarray(vector, dtype=np.float32)
+        want = k + 8  # room for the sample's own case and precedents retired since the index last looked
+        while True:
+            hits = self._ann.search(query, want)
+            active = self._active([i for i, _ in hits])
+            gone = [i for i, _ in hits if i not in active]
+            if gone:  # retired (or deleted) in the store: never returned, and dropped from the index
+                self._ann.remove(gone)
+                self._dirty = True
+            picked = []
+            for i, approx in hits:
+                if i not in active or active[i][0].sample_id == exclude_sample:
+                    continue
+                precedent, blob = active[i]
+                stored = np.frombuffer(blob, dtype=np.float32) if blob else None
+                exact = float(stored @ query) if stored is not None and stored.shape == query.shape else approx
+                picked.append((precedent, exact))
+            if len(picked) >= k or len(hits) < want or want >= len(self._ann) + len(gone):
+                picked.sort(key=lambda hit: (-hit[1], hit[0].id))
+                return picked[:k]
+            want *= 4
 
     def search(self, sample: Sample, k: int = 3) -> list[tuple[Precedent, float]]:
-        """The ``k`` most similar precedents (never the sample's own case)."""
-        if not self.precedents or k <= 0:
+        """The ``k`` most similar active precedents (never the sample's own case)."""
+        if k <= 0:
             return []
-        scores = self.matrix @ self.embedder.query(case_text(sample))
-        order = np.argsort(-scores)
-        picked = [(self.precedents[i], float(scores[i])) for i in order if self.precedents[i].sample_id != sample.id]
-        return picked[:k]
+        if not len(self) and time.monotonic() - self._synced_at <= self.refresh_s:
+            return []  # no case law yet: do not embed the query for nothing
+        return self.search_vector(self.embedder.query(case_text(sample)), k, exclude_sample=sample.id)
 
     def lookup(self, sample: Sample, k: int = 3) -> Shown:
         """Precedents rendered for the prompt (the pipeline's precedent hook)."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
+import tempfile
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -20,6 +22,10 @@ from pydantic import BaseModel
 from kuaimod_open.errors import ConfigError
 from kuaimod_open.judge.policy import Policy, load_policy, parse_policy
 from kuaimod_open.loop.store import Store
+
+# Names starting with this in an artefact folder are work in progress of a run (written, then renamed
+# into place); one left behind belongs to a run that died, and the next update run removes it.
+TMP_PREFIX = ".tmp-"
 
 
 class Status(StrEnum):
@@ -53,9 +59,19 @@ def policy_file_name(policy: Policy) -> str:
 
 
 def save_policy_version(
-    store: Store, text: str, versions_dir: str | Path, *, note: str = "", author: str = "", parent: str | None = None
+    store: Store,
+    text: str,
+    versions_dir: str | Path,
+    *,
+    note: str = "",
+    author: str = "",
+    parent: str | None = None,
+    extra_meta: dict[str, Any] | None = None,
 ) -> Artefact:
     """Validate policy YAML text and save it as a new candidate version (a new file; never overwrites).
+
+    The file is written to a private temporary name and renamed into place, so a run killed while
+    saving leaves no half-written version (only a temporary file, cleaned by the next update run).
 
     Raises:
         PolicyError: the text is not a valid policy (message with line and field).
@@ -71,9 +87,23 @@ def save_policy_version(
     path = folder / policy_file_name(policy)
     if path.exists():
         raise ConfigError(f"{path} already exists; bump 'version' before saving")
-    path.write_text(text, encoding="utf-8")
-    meta = {"digest": policy.digest, "note": note, "author": author, "parent": parent}
+    write_atomically(path, text)
+    meta = {"digest": policy.digest, "note": note, "author": author, "parent": parent, **(extra_meta or {})}
     return register(store, "policy", policy.version, path, meta=meta)
+
+
+def write_atomically(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TMP_PREFIX}{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
 
 
 def register_policy_file(
@@ -184,6 +214,17 @@ def rollback(store: Store, kind: str, to: str | None = None) -> Artefact:
     if not previous:
         raise ConfigError(f"no earlier {kind} to roll back to")
     return activate(store, previous[-1].id)
+
+
+def update_meta(store: Store, artefact_id: int, **fields: Any) -> Artefact:
+    """Merge ``fields`` into an artefact's meta (e.g. how its gate ended)."""
+    art = get(store, artefact_id)
+    t = store.table("models")
+    with store.begin() as conn:
+        conn.execute(
+            t.update().where(t.c.id == artefact_id).values(meta=json.dumps({**art.meta, **fields}, ensure_ascii=False))
+        )
+    return get(store, artefact_id)
 
 
 def _artefact(row: dict[str, Any]) -> Artefact:

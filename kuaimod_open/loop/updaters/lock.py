@@ -1,7 +1,14 @@
-"""One updater run at a time per output folder: cron may start a run while the last one still works."""
+"""One updater run at a time per output folder: cron may start a run while the last one still works.
+
+The lock is a kernel lock (``fcntl.flock``) on ``folder/.<command>.lock``, not the file's existence:
+the kernel releases it when its holder exits, however it exits (a SIGKILL, an OOM kill, a power cut
+of a container), and two runs can never both take it. The file itself stays; it only records the
+holder's pid for the error message.
+"""
 
 from __future__ import annotations
 
+import fcntl
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,38 +19,24 @@ from kuaimod_open.errors import ConfigError
 
 @contextmanager
 def run_lock(folder: Path, command: str) -> Iterator[None]:
-    """Hold ``folder/.<command>.lock`` (with our pid) for the duration; a lock of a dead process is taken over.
+    """Hold the kernel lock on ``folder/.<command>.lock`` for the duration of the block.
 
     Raises:
-        ConfigError: another live process holds the lock.
+        ConfigError: another process holds the lock (a run of ``command`` on this folder is going on).
     """
     folder.mkdir(parents=True, exist_ok=True)
-    lock = folder / f".{command.replace(' ', '-')}.lock"
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            break
-        except FileExistsError:
-            if _holder_alive(lock):
-                raise ConfigError(
-                    f"another `kuaimod {command}` is running ({lock} exists); wait for it, or delete the file "
-                    "if that run is gone"
-                ) from None
-            lock.unlink(missing_ok=True)  # stale: its process died
-    else:
-        raise ConfigError(f"cannot take the lock {lock}")
+    path = folder / f".{command.replace(' ', '-')}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
     try:
-        os.write(fd, str(os.getpid()).encode())
-        os.close(fd)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            raise ConfigError(
+                f"another `kuaimod {command}` is running on {folder} (pid {holder}); wait for it to finish"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
     finally:
-        lock.unlink(missing_ok=True)
-
-
-def _holder_alive(lock: Path) -> bool:
-    try:
-        pid = int(lock.read_text().strip() or 0)
-        os.kill(pid, 0)
-    except (OSError, ValueError):
-        return False
-    return pid > 0
+        os.close(fd)  # closing the descriptor releases the lock

@@ -14,6 +14,7 @@ One run, safe from cron:
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -31,10 +32,11 @@ from kuaimod_open.judge.policy import Policy
 from kuaimod_open.judge.prompt import Template
 from kuaimod_open.loop.feedback import LABEL_KINDS, feedback_rows
 from kuaimod_open.loop.gate import GateConfig, GateResult, compare, golden_set, record
-from kuaimod_open.loop.registry import Artefact, Status, activate, active, get, history, register, set_status
+from kuaimod_open.loop.registry import TMP_PREFIX, Artefact, active, get, history, register
 from kuaimod_open.loop.store import Store
 from kuaimod_open.loop.updaters.lock import run_lock
 from kuaimod_open.loop.updaters.lora_train import LoraTrainConfig, TrainResult, release_memory, train_lora
+from kuaimod_open.loop.updaters.recovery import GATE_PENDING, apply_decision, recover
 from kuaimod_open.loop.updaters.tag2cot import DataCounts, DataSnapshot, Tag2CoTTemplate, build_training_data
 
 WATERMARK = "lora"
@@ -143,10 +145,7 @@ def gate_adapter(
         release_memory()
         result = compare(KIND, candidate.name, baseline_name, proposed, baseline, config)
     record(store, result)
-    if result.passed:
-        activate(store, candidate.id)
-    else:
-        set_status(store, candidate.id, Status.REJECTED)
+    apply_decision(store, candidate, result)
     (Path(candidate.path) / "gate.json").write_text(result.model_dump_json(indent=2), encoding="utf-8")
     return result
 
@@ -180,12 +179,33 @@ def update_lora(
     if make_backend is None:
         make_backend = _hf_factory(base_model, train_config)
     with run_lock(folder, "update lora"):
+        # A run killed mid-way: gate the adapter it registered (or drop an incomplete one), remove leftovers.
+        recovered = recover(
+            store,
+            KIND,
+            folder,
+            "lora-*",
+            regate=lambda art: gate_adapter(
+                store,
+                art,
+                golden_set(store, policy, benchmark, holdout=holdout),
+                policy,
+                template,
+                make_backend,
+                moderation=moderation,
+                config=gate_config,
+            ),
+            complete=lambda art: (Path(art.path) / META_FILE).is_file(),
+        )
+        if recovered.feedback_until is not None and recovered.feedback_until > store.watermark(WATERMARK):
+            store.set_watermark(WATERMARK, recovered.feedback_until)
         before = store.watermark(WATERMARK)
         fresh = feedback_rows(store, after_id=before, kinds=LABEL_KINDS)
         if not fresh:
+            note = f" ({recovered.message})" if recovered.message else ""
             return LoraUpdate(
                 status="nothing_new",
-                message=f"no new reviewer decisions since feedback id {before}; nothing to do",
+                message=f"no new reviewer decisions since feedback id {before}; nothing to do{note}",
                 watermark=before,
             )
         teacher_backend = teacher if isinstance(teacher, Backend) else teacher()
@@ -210,10 +230,13 @@ def update_lora(
         adapter_dir = folder / name
         if not isinstance(teacher, Backend):
             release_memory()  # the teacher we built is unreferenced now
+        # Trained under a temporary name and renamed when whole (with its meta file): a run killed while
+        # training leaves only a temporary folder, which the next run removes.
+        work_dir = folder / f"{TMP_PREFIX}{name}"
         try:
-            trained = train_lora(base_model, data.chains, data.pairs, adapter_dir, train_config)
+            trained = train_lora(base_model, data.chains, data.pairs, work_dir, train_config)
         except BaseException:
-            shutil.rmtree(adapter_dir, ignore_errors=True)  # no half-written adapter for a later run to trip on
+            shutil.rmtree(work_dir, ignore_errors=True)  # no half-written adapter for a later run to trip on
             raise
         meta = AdapterMeta(
             name=name,
@@ -228,8 +251,10 @@ def update_lora(
             training=train_config,
             result=trained,
         )
-        (adapter_dir / META_FILE).write_text(meta.model_dump_json(indent=2), encoding="utf-8")
-        candidate = register(store, KIND, name, adapter_dir, meta=meta.model_dump(mode="json"))
+        (work_dir / META_FILE).write_text(meta.model_dump_json(indent=2), encoding="utf-8")
+        os.rename(work_dir, adapter_dir)
+        registered = {**meta.model_dump(mode="json"), "gate": GATE_PENDING, "feedback_until": consumed}
+        candidate = register(store, KIND, name, adapter_dir, meta=registered)
         golden = golden_set(store, policy, benchmark, holdout=holdout)
         result = gate_adapter(
             store, candidate, golden, policy, template, make_backend, moderation=moderation, config=gate_config

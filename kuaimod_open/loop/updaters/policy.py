@@ -16,6 +16,7 @@ import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -28,15 +29,17 @@ from kuaimod_open.judge.verdict import Verdict
 from kuaimod_open.loop.feedback import Disagreement, disagreements, stored_samples
 from kuaimod_open.loop.gate import GateConfig, GateResult, compare, record
 from kuaimod_open.loop.registry import (
+    TMP_PREFIX,
     Artefact,
-    Status,
-    activate,
+    get,
     history,
     register_policy_file,
     save_policy_version,
-    set_status,
+    write_atomically,
 )
 from kuaimod_open.loop.store import Store
+from kuaimod_open.loop.updaters.lock import run_lock
+from kuaimod_open.loop.updaters.recovery import GATE_PENDING, GATE_SKIPPED, apply_decision, recover
 
 WATERMARK = "policy"
 MAX_EXAMPLES = 8  # per category: more examples dilute the prompt and cost context
@@ -147,37 +150,59 @@ def update_policy(
 ) -> PolicyUpdate:
     """Propose, save and (with a predictor and a golden set) gate a new policy version.
 
-    Safe to run from cron: it consumes disagreements after the ``policy`` watermark only, and a
-    run with nothing new does nothing.
+    Safe to run from cron: it consumes disagreements after the ``policy`` watermark only, a run
+    with nothing new does nothing, two runs on one folder never overlap (a kernel lock), and a run
+    killed at any point is recovered by the next (:mod:`kuaimod_open.loop.updaters.recovery`).
     """
     from kuaimod_open.judge.policy import load_policy
     from kuaimod_open.loop.registry import policy_diff_text
 
-    base = load_policy(base_path)
-    base_art = register_policy_file(store, base_path)
-    taken = {a.name for a in history(store, "policy")}
-    proposal = propose_policy(store, base, after_id=store.watermark(WATERMARK), taken=taken)
-    if proposal is None:
-        return PolicyUpdate(None, None, [], None, "no new disagreements since the last run; nothing to do")
     folder = Path(versions_dir)
-    candidate = save_policy_version(
-        store, proposal.text, folder, note=f"{len(proposal.changes)} changes", author=author
-    )
-    base_canon = folder / f".base.v{base.version}.yaml"
-    base_canon.write_text(canonical_yaml(base), encoding="utf-8")
-    diff_path = Path(candidate.path).with_suffix(".diff")
-    diff_path.write_text(policy_diff_text(base_canon, candidate.path), encoding="utf-8")
-    base_canon.unlink()
-    _changelog(folder, base, proposal)
-    store.set_watermark(WATERMARK, proposal.consumed_until)
-    result = None
-    if predictor is not None and golden:
-        result = gate_policy(store, base, proposal.policy, base_art, candidate, predictor, golden, gate_config)
-        verdict = "promoted" if result.passed else "rejected"
-        message = f"candidate {candidate.name} {verdict} by the gate: " + "; ".join(result.reasons)
-    else:
-        message = f"candidate {candidate.name} saved; no predictor/golden set given, so it was not gated or promoted"
-    return PolicyUpdate(candidate, result, proposal.changes, diff_path, message)
+    can_gate = predictor is not None and bool(golden)
+    with run_lock(folder, "update policy"):
+        regate = None
+        if predictor is not None and can_gate:
+            regate = partial(_regate, store, predictor=predictor, golden=golden, config=gate_config)
+        recovered = recover(store, "policy", folder, "policy.v*.yaml", regate=regate, complete=_loads, ours=_proposed)
+        if recovered.feedback_until is not None and recovered.feedback_until > store.watermark(WATERMARK):
+            store.set_watermark(WATERMARK, recovered.feedback_until)
+        note = f" ({recovered.message})" if recovered.message else ""
+        base = load_policy(base_path)
+        base_art = register_policy_file(store, base_path)
+        taken = {a.name for a in history(store, "policy")}
+        proposal = propose_policy(store, base, after_id=store.watermark(WATERMARK), taken=taken)
+        if proposal is None:
+            return PolicyUpdate(None, None, [], None, "no new disagreements since the last run; nothing to do" + note)
+        candidate = save_policy_version(
+            store,
+            proposal.text,
+            folder,
+            note=f"{len(proposal.changes)} changes",
+            author=author,
+            parent=base.version,
+            extra_meta={
+                "base_id": base_art.id,
+                "feedback_until": proposal.consumed_until,
+                "gate": GATE_PENDING if can_gate else GATE_SKIPPED,
+            },
+        )
+        base_canon = write_atomically(folder / f"{TMP_PREFIX}base.v{base.version}.yaml", canonical_yaml(base))
+        diff_path = Path(candidate.path).with_suffix(".diff")
+        write_atomically(diff_path, policy_diff_text(base_canon, candidate.path))
+        base_canon.unlink()
+        _changelog(folder, base, proposal)
+        result = None
+        if predictor is not None and can_gate:
+            result = gate_policy(store, base, proposal.policy, base_art, candidate, predictor, golden, gate_config)
+            verdict = "promoted" if result.passed else "rejected"
+            message = f"candidate {candidate.name} {verdict} by the gate: " + "; ".join(result.reasons)
+        else:
+            message = (
+                f"candidate {candidate.name} saved; no predictor/golden set given, so it was not gated or promoted"
+            )
+        # Last: a run killed before this point is recovered by the next one, not silently consumed.
+        store.set_watermark(WATERMARK, proposal.consumed_until)
+        return PolicyUpdate(get(store, candidate.id), result, proposal.changes, diff_path, message + note)
 
 
 def gate_policy(
@@ -195,11 +220,39 @@ def gate_policy(
     candidate_report = evaluate(golden, predictor(golden, candidate_policy), candidate_policy)
     result = compare("policy", candidate.name, base_art.name, candidate_report, baseline_report, config)
     record(store, result)
-    if result.passed:
-        activate(store, candidate.id)
-    else:
-        set_status(store, candidate.id, Status.REJECTED)
+    apply_decision(store, candidate, result)
     return result
+
+
+def _regate(
+    store: Store, candidate: Artefact, *, predictor: Predictor, golden: Sequence[Sample], config: GateConfig | None
+) -> GateResult:
+    """Gate a candidate an interrupted run saved, against the policy it was proposed from."""
+    from kuaimod_open.judge.policy import load_policy
+
+    base_art = get(store, int(candidate.meta["base_id"]))
+    base, proposed = load_policy(base_art.path), load_policy(candidate.path)
+    return gate_policy(store, base, proposed, base_art, candidate, predictor, golden, config)
+
+
+def _loads(art: Artefact) -> bool:
+    from kuaimod_open.errors import KuaimodError
+    from kuaimod_open.judge.policy import load_policy
+
+    try:
+        load_policy(art.path)
+    except KuaimodError:
+        return False
+    return isinstance(art.meta.get("base_id"), int)
+
+
+def _proposed(path: Path) -> bool:
+    """A version file this updater wrote (it starts with its header); others in the folder are left alone."""
+    try:
+        with path.open(encoding="utf-8") as handle:
+            return handle.read(40).startswith("# Proposed by `kuaimod update policy`")
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def _changelog(folder: Path, base: Policy, proposal: PolicyProposal) -> None:
@@ -210,4 +263,4 @@ def _changelog(folder: Path, base: Policy, proposal: PolicyProposal) -> None:
     ]
     path = folder / "CHANGELOG.md"
     previous = path.read_text(encoding="utf-8") if path.exists() else "# Proposed policy versions\n\n"
-    path.write_text(previous + "\n".join(entry) + "\n", encoding="utf-8")
+    write_atomically(path, previous + "\n".join(entry) + "\n")
