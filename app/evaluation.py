@@ -103,8 +103,8 @@ def plots_html(info: ReportInfo) -> str:
         url = png_data_url(path)
         if url is not None:
             images.append(
-                f'<figure style="margin:0 0 12px 0"><img alt="{esc(path.name)}" src="{url}" '
-                f'style="max-width:100%"><figcaption>{esc(path.name)}</figcaption></figure>'
+                f'<figure style="margin:0 0 12px 0"><img class="km-zoomable" alt="{esc(path.name)}" src="{url}" '
+                f'style="max-width:100%;cursor:zoom-in"><figcaption>{esc(path.name)}</figcaption></figure>'
             )
     return "".join(images) or "<p><em>This report has no plots (it was written with --no-plots).</em></p>"
 

@@ -13,11 +13,12 @@ import io
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from urllib.parse import quote
 
 from kuaimod_open.ingest.sample import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 from kuaimod_open.loop.store import Store
 
-THUMB_SIDE = 320  # frames in the strip; the model saw up to 640 px, reviewers need the gist
+ZOOM_SIDE = 640  # frames are inlined this large (the model saw up to 640 px) and shown smaller until clicked
 
 
 def resolve_roots(roots: Iterable[str | Path]) -> tuple[Path, ...]:
@@ -30,16 +31,22 @@ def resolve_roots(roots: Iterable[str | Path]) -> tuple[Path, ...]:
     return tuple(seen)
 
 
-def store_frame_roots(store: Store) -> tuple[Path, ...]:
-    """The folders holding the frames recorded in the store (written by the batch runner)."""
+def store_media_roots(store: Store) -> tuple[Path, ...]:
+    """The folders holding the frames and videos recorded in the store (``kuaimod moderate --db`` writes them).
+
+    Only folders of files with a media extension count, so a stored path cannot open up an arbitrary folder
+    by naming a non-media file in it.
+    """
     t = store.table("samples")
     folders: set[str] = set()
     with store.engine.connect() as conn:
-        for (frames,) in conn.execute(store.sa.select(t.c.frames)):
+        for frames, video in conn.execute(store.sa.select(t.c.frames, t.c.video)):
             for frame in json.loads(frames or "[]"):
                 path = frame.get("path") if isinstance(frame, dict) else None
                 if isinstance(path, str) and Path(path).suffix.lower() in IMAGE_EXTENSIONS:
                     folders.add(str(Path(path).parent))
+            if isinstance(video, str) and Path(video).suffix.lower() in VIDEO_EXTENSIONS:
+                folders.add(str(Path(video).parent))
     return resolve_roots(sorted(folders))
 
 
@@ -69,7 +76,12 @@ def safe_video(path: str | Path | None, roots: Sequence[Path]) -> Path | None:
     return safe_media_path(path, roots, VIDEO_EXTENSIONS)
 
 
-def frame_data_url(path: Path, side: int = THUMB_SIDE) -> str | None:
+def video_url(path: Path) -> str:
+    """The URL the app's file route serves a checked video from (relative, so it works under a root path)."""
+    return "gradio_api/file=" + quote(str(path))
+
+
+def frame_data_url(path: Path, side: int = ZOOM_SIDE) -> str | None:
     """A small JPEG data URL of an image file, or None when it does not decode as an image."""
     from PIL import Image, UnidentifiedImageError
 

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
-from .config import ReviewConfig, check_access
+from .access import LoginLimiter, authenticator, check_access
+from .audit import log_action
+from .config import ReviewConfig
 from .handlers import ReviewContext
-from .media import resolve_roots
 
 
-def serve(config: ReviewConfig, host: str = "127.0.0.1", port: int | None = None, *, block: bool = True) -> Any:
+def serve(
+    config: ReviewConfig,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    *,
+    block: bool = True,
+    limiter: LoginLimiter | None = None,
+) -> Any:
     """Build and launch the app; returns the Gradio Blocks (running in the background when ``block`` is False).
 
     Raises:
@@ -23,19 +32,34 @@ def serve(config: ReviewConfig, host: str = "127.0.0.1", port: int | None = None
 
     ctx = ReviewContext(config)
     demo = build_app(ctx)
-    demo.queue(default_concurrency_limit=1)  # one writer at a time keeps decisions and the audit trail ordered
+    # Each listener runs one call at a time; the review tab's events also share one ordered lane (review.LANE).
+    demo.queue(default_concurrency_limit=1)
+
+    def refused(name: str, why: str) -> None:
+        log_action(ctx.store, name[:200] or "(empty)", "login_refused", None, reason=why)
+
+    auth = authenticator(config.users, limiter or LoginLimiter(), refused) if config.users else None
+    # Videos are played from the configured media roots and the folders the store records; the item view
+    # checks every path against the same roots first, and a folder recorded later is added when first shown.
+    roots = [str(p) for p in ctx.roots()]
+
+    def allow(folder: Path) -> None:
+        if str(folder) not in demo.allowed_paths:
+            demo.allowed_paths.append(str(folder))
+
+    ctx.allow_media_root = allow
     demo.launch(
         server_name=host,
         server_port=port,
-        auth=sorted(config.users.items()) or None,
+        auth=auth,
         auth_message="kuaimod review: sign in with your reviewer account",
-        # Videos are played only from the configured media roots; frames are inlined after the same check.
-        allowed_paths=[str(p) for p in resolve_roots(config.media_roots)],
+        allowed_paths=roots,
         prevent_thread_lock=not block,
         show_error=True,
         quiet=not block,
         ssr_mode=False,
         footer_links=[],
+        run_history=False,  # reviewers' items must not be kept in the browser's storage
         **launch_options(),
     )
     return demo

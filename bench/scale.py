@@ -345,6 +345,43 @@ def run(args: argparse.Namespace) -> None:
         shutil.rmtree(args.sqlite_dir, ignore_errors=True)
 
 
+def render(results: dict[str, Any]) -> str:
+    """The BENCHMARKS.md table from a results file (``--table``)."""
+
+    def ms(entry: dict[str, Any], key: str) -> str:
+        value = entry.get(key)
+        return "—" if value is None else f"{value['median_ms']:.0f} / {value['p95_ms']:.0f}"
+
+    lines = [
+        "| backend, samples | queue page: new (p50 / p95 ms; client CPU ms) | old `review_queue` (ms; CPU ms; max RSS) "
+        "| decision → next item: new (p50 / p95 ms; CPU ms) | old (ms) | page 20 deep (ms) | `kuaimod queue` (s) "
+        "| new app max RSS (MB) | import rows/s: new (per client CPU s) | old (per CPU s) | bytes / verdict "
+        "| fill samples/min |",
+        "|---|---|---|---|---|---|---:|---:|---|---|---:|---:|",
+    ]
+    for key, e in results.items():
+        new, old, imp = e.get("new", {}), e.get("old", {}), e.get("import", {})
+        if "error" in old:
+            old_page = old_decide = f"not finished: {old['error']}"
+        else:
+            old_page = f"{old['page_ms']:,} ; {old['page_client_cpu_ms']:,} ; {old['maxrss_mb']:,.0f} MB"
+            old_decide = f"{old['decide_next_ms']:,}"
+        fill = (
+            e["fill"]["samples_per_min"]
+            if "replicate_s" not in e
+            else f"{e['fill']['samples_per_min']:,} (10^5) + replica"
+        )
+        lines.append(
+            f"| {key} (pending {new.get('total', '?'):,}) | {ms(new, 'page')} ; {new.get('page_client_cpu_ms')} "
+            f"| {old_page} | {ms(new, 'decide_next')} ; {new.get('decide_next_client_cpu_ms')} | {old_decide} "
+            f"| {ms(new, 'deep_page')} | {e.get('cli_queue_s')} | {new.get('maxrss_mb')} "
+            f"| {imp.get('rows_per_s', '?'):,} ({imp.get('rows_per_client_cpu_s', '?'):,}) "
+            f"| {imp.get('old_rows_per_s', '?'):,} ({imp.get('old_rows_per_client_cpu_s', '?'):,}) "
+            f"| {e['bytes']['bytes_per_verdict']:,} | {fill} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
@@ -354,7 +391,11 @@ def main() -> None:
     parser.add_argument("--old-mem-gb", type=float, default=6.0, help="memory cap for the old review_queue")
     parser.add_argument("--old-timeout", type=float, default=600.0, help="time limit for the old review_queue")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "scale.json")
+    parser.add_argument("--table", action="store_true", help="print the markdown table of --out and stop")
     args = parser.parse_args()
+    if args.table:
+        print(render(json.loads(args.out.read_text())))
+        return
     if args.child:
         kind, *rest = args.child
         fn = {"new": measure_new, "old": measure_old, "import": measure_import}[kind]

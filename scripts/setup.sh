@@ -12,15 +12,19 @@ PY=${PYTHON:-python3}
 "$VENV/bin/python" -m pip install -q torch==2.14.1 torchvision==0.29.1
 "$VENV/bin/python" -m pip install -q -e '.[all,train,dev]'
 # The review UI's browser test drives Debian's chromium through Playwright (Playwright's own browser
-# download is not used). Install it once when missing and apt-get may run (root or password-less sudo).
-if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+# download is not used), and a fresh headless chromium shows Chinese as empty boxes without a CJK font.
+# Install what is missing once, when apt-get may run (root or password-less sudo).
+PACKAGES=()
+command -v chromium >/dev/null 2>&1 || PACKAGES+=(chromium)
+{ command -v fc-list >/dev/null 2>&1 && [ -n "$(fc-list :lang=zh family 2>/dev/null)" ]; } || PACKAGES+=(fonts-noto-cjk)
+if [ "${#PACKAGES[@]}" -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then SUDO=(); elif sudo -n true 2>/dev/null; then SUDO=(sudo -n); else SUDO=(none); fi
   if [ "${SUDO[0]:-}" != none ]; then
-    { "${SUDO[@]}" apt-get update -qq && "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
-        >/dev/null 2>&1 \
-      || echo "warning: could not install chromium; tests/test_app_browser.py needs /usr/bin/chromium" >&2
+    { "${SUDO[@]}" apt-get update -qq \
+        && "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${PACKAGES[@]}"; } >/dev/null 2>&1 \
+      || echo "warning: could not install ${PACKAGES[*]}; tests/test_app_browser.py needs chromium and a CJK font" >&2
   else
-    echo "note: chromium is missing and apt-get needs root; the browser test will be skipped" >&2
+    echo "note: ${PACKAGES[*]} missing and apt-get needs root; the browser test will skip or fail on Chinese text" >&2
   fi
 fi
 echo "environment ready in $VENV"

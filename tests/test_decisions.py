@@ -87,7 +87,7 @@ def test_one_decision_per_item_reviewer_and_verdict_unless_amended(db_url, polic
     vid = _verdict(store)
     record_decision(store, policy, sample_id="s1", verdict_id=vid, author="alice", category="HATE", decision=None,
                     reason_code="agree")  # fmt: skip
-    with pytest.raises(InputError, match="alice already recorded HATE / block .*amend my decision"):
+    with pytest.raises(InputError, match="alice already recorded HATE / block .*amend it explicitly"):
         record_decision(store, policy, sample_id="s1", verdict_id=vid, author="alice", category="BENIGN",
                         decision="allow", reason_code="not_violating")  # fmt: skip
     assert [r["category"] for r in feedback_rows(store)] == ["HATE"]

@@ -205,7 +205,7 @@ def test_a_corrupt_index_or_another_embedder_rebuilds(tmp_path, embedder, policy
     assert other.last_sync.added == len(CASES) and other.meta is not None and other.meta.embedder == "another-model"
 
 
-def test_reindex_and_promote_commands_keep_the_index(tmp_path, embedder, policy, monkeypatch):
+def test_reindex_command_rebuilds_beside_the_store_or_in_a_given_folder(tmp_path, embedder, policy, monkeypatch):
     from kuaimod_open.cli import cli
 
     monkeypatch.setenv("KUAIMOD_CACHE", str(tmp_path / "cache"))  # stored vectors are used: nothing is embedded

@@ -276,3 +276,21 @@ def test_generated_store_queue_equals_a_rebuild(db_url) -> None:
     assert snapshot() == incremental and len(incremental) == 400
     stages = {r.sample_id for r in _walk(store)}
     assert stages and queue_page(store).total == len(stages)
+
+
+def test_search_by_sample_id_prefix(db_url, policy) -> None:
+    """The review app's search box (added by review_ui): pending items whose id starts with the text, by id."""
+    store = Store(db_url)
+    ids = ["clip-10", "clip-2", "clip-1", "clip-1x", "other", "Clip-1", "clip-1\u4e2d"]
+    verdicts = [_verdict(i, random.Random(0), n).model_copy(update={"decision": Decision.REVIEW}) for n, i in
+                enumerate(ids)]  # fmt: skip
+    vids = dict(zip(ids, record_verdicts(store, verdicts, policy=policy), strict=True))
+    found = queue.search_page(store, "clip-1")
+    assert [r.sample_id for r in found.rows] == sorted(["clip-1", "clip-10", "clip-1x", "clip-1\u4e2d"])
+    assert found.total == 4 and found.next_cursor is None
+    assert [r.sample_id for r in queue.search_page(store, "clip-1", limit=2).rows] == ["clip-1", "clip-10"]
+    assert queue.search_page(store, "clip-1", limit=2).total == 4
+    assert queue.search_page(store, "nope").rows == []
+    record_decision(store, policy, sample_id="clip-10", verdict_id=vids["clip-10"], author="r", category="BENIGN",
+                    decision=None, reason_code="not_violating")  # fmt: skip
+    assert "clip-10" not in [r.sample_id for r in queue.search_page(store, "clip").rows]  # only pending items

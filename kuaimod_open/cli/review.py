@@ -109,15 +109,33 @@ def _backend_predictor(backend: str, model: str | None, base_url: str | None, ap
     "--users-file",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Credentials, one name:password a line (or env KUAIMOD_REVIEW_USERS='alice:pw,bob:pw2').",
+    help="Accounts, one name:HASH[:admin] a line, chmod 600 (or env KUAIMOD_REVIEW_USERS='alice:HASH,bob:HASH:admin').",
 )
-@click.option("--reviewer", default="", envvar="KUAIMOD_REVIEWER", help="Default reviewer name (no credentials).")
+@click.option(
+    "--hash-password",
+    is_flag=True,
+    help="Read a password (prompted, not echoed) and print its hash for the users file, then exit.",
+)
+@click.option(
+    "--reviewer",
+    default="",
+    envvar="KUAIMOD_REVIEWER",
+    help="The local operator's name on loopback without accounts [default: the OS login name].",
+)
 @click.option(
     "--low-confidence",
     type=click.FloatRange(0, 1),
-    default=0.6,
+    default=None,
+    help="Queue verdicts less confident than this; a setting of the store, shared by every app [default: the "
+    "store's, 0.6].",
+)
+@click.option(
+    "--lease",
+    "lease_s",
+    type=click.FloatRange(10, 86400),
+    default=600.0,
     show_default=True,
-    help="Verdicts less confident than this are queued.",
+    help="Seconds an opened item stays claimed by its reviewer (others skip it meanwhile).",
 )
 @click.option(
     "--embed-precedents/--no-embed-precedents",
@@ -156,8 +174,10 @@ def review_cmd(
     base_url: str | None,
     api_key: str | None,
     users_file: Path | None,
+    hash_password: bool,
     reviewer: str,
-    low_confidence: float,
+    low_confidence: float | None,
+    lease_s: float,
     embed_precedents: bool,
     load_files: tuple[Path, ...],
     data: Path | None,
@@ -170,10 +190,18 @@ def review_cmd(
     Examples:
       kuaimod review --demo                                   # try it: a synthetic queue in kuaimod.db
       kuaimod review --load out/verdicts.jsonl --media-root clips/
-      KUAIMOD_REVIEW_USERS='alice:pw' kuaimod review --host 0.0.0.0 --db postgresql+psycopg://...
+      kuaimod review --hash-password                          # a hash for the users file
+      kuaimod review --host 0.0.0.0 --users-file /etc/kuaimod/reviewers --db postgresql+psycopg://...
     """
-    from kuaimod_open.app.config import ReviewConfig, check_access, load_users
+    from kuaimod_open.app.access import check_access, load_users
+    from kuaimod_open.app.config import ReviewConfig
 
+    if hash_password:
+        from kuaimod_open.app.access import hash_password as make_hash
+
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+        click.echo(make_hash(password))
+        return
     users = load_users(users_file)
     check_access(host, users)  # before anything is loaded: a refused start costs nothing
     predictor = _router_predictor(router) if router else None
@@ -189,6 +217,7 @@ def review_cmd(
         report_roots=report_roots or (Path("runs"), Path("eval_report")),
         predictor=predictor,
         low_confidence=low_confidence,
+        lease_s=lease_s,
         use_embedder=embed_precedents,
         default_reviewer=reviewer,
         users=users,

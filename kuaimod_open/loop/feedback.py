@@ -717,7 +717,7 @@ def record_decision(
         before = prior_decision(store, sample_id, verdict_id, author)
         what = f"{before.category} / {before.decision}" if before is not None else "a decision"
         raise InputError(
-            f"{author} already recorded {what} on this verdict of {sample_id}: tick 'amend my decision' "
-            "to record a new one"
+            f"{author} already recorded {what} on this verdict of {sample_id}: amend it explicitly "
+            "('amend' in the review app) to record a new one"
         )
     return event
